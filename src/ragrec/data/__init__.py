@@ -1,0 +1,36 @@
+"""Catalog and interaction data: models, loaders, filters and splits."""
+
+from ragrec.data._download import DATASETS, DatasetSpec, default_cache_dir, download_dataset
+from ragrec.data._io import read_table
+from ragrec.data._models import Catalog, Interactions
+from ragrec.data._movielens import MovieLens, MovieLensLayout, detect_layout, load_movielens
+from ragrec.data._splits import (
+    LeaveOneOutSplit,
+    TrainTestSplit,
+    kcore,
+    leave_one_out,
+    random_split,
+    temporal_split,
+)
+from ragrec.data._validate import OnInvalid
+
+__all__ = [
+    "DATASETS",
+    "Catalog",
+    "DatasetSpec",
+    "Interactions",
+    "LeaveOneOutSplit",
+    "MovieLens",
+    "MovieLensLayout",
+    "OnInvalid",
+    "TrainTestSplit",
+    "default_cache_dir",
+    "detect_layout",
+    "download_dataset",
+    "kcore",
+    "leave_one_out",
+    "load_movielens",
+    "random_split",
+    "read_table",
+    "temporal_split",
+]

@@ -1,0 +1,73 @@
+"""Offline evaluation: protocols, metrics, rankers and reports."""
+
+from ragrec.eval._protocol import (
+    PROTOCOLS,
+    EvalCases,
+    ProtocolData,
+    ProtocolStep,
+    Split,
+    llamarec_protocol,
+    prepare_protocol,
+)
+from ragrec.eval._rankers import (
+    RANKERS,
+    PopularityConfig,
+    PopularityRanker,
+    RandomConfig,
+    RandomRanker,
+    Ranker,
+    UserBatch,
+    make_ranker,
+)
+from ragrec.eval._runner import (
+    DEFAULT_METRICS,
+    EvalResult,
+    collect_environment,
+    evaluate,
+    target_ranks,
+    write_report,
+)
+from ragrec.eval.metrics import (
+    MRR,
+    NDCG,
+    AveragePrecision,
+    HitRate,
+    Metric,
+    Precision,
+    Recall,
+    parse_metric,
+    parse_metrics,
+)
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "MRR",
+    "NDCG",
+    "PROTOCOLS",
+    "RANKERS",
+    "AveragePrecision",
+    "EvalCases",
+    "EvalResult",
+    "HitRate",
+    "Metric",
+    "PopularityConfig",
+    "PopularityRanker",
+    "Precision",
+    "ProtocolData",
+    "ProtocolStep",
+    "RandomConfig",
+    "RandomRanker",
+    "Ranker",
+    "Recall",
+    "Split",
+    "UserBatch",
+    "collect_environment",
+    "evaluate",
+    "llamarec_protocol",
+    "make_ranker",
+    "parse_metric",
+    "parse_metrics",
+    "prepare_protocol",
+    "target_ranks",
+    "write_report",
+]

@@ -1,0 +1,161 @@
+"""Rankers the evaluation core can score: the interface and the non-learned baselines."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragrec.data import Catalog, Interactions
+from ragrec.errors import ConfigError
+
+__all__ = [
+    "RANKERS",
+    "PopularityConfig",
+    "PopularityRanker",
+    "RandomConfig",
+    "RandomRanker",
+    "Ranker",
+    "UserBatch",
+    "make_ranker",
+]
+
+
+@dataclass(frozen=True)
+class UserBatch:
+    """Users to score.
+
+    Attributes:
+        user_ids: One id per user.
+        histories: Per user, catalog positions of the items seen, oldest first.
+    """
+
+    user_ids: np.ndarray
+    histories: tuple[np.ndarray, ...]
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+
+class Ranker(ABC):
+    """Scores every catalog item for a batch of users.
+
+    A ranker is fit once on a catalog and training rows, then asked for scores. The
+    evaluation core excludes each user's history itself, so rankers need not.
+    """
+
+    name: ClassVar[str]
+    device: str = "cpu"
+
+    @abstractmethod
+    def fit(self, catalog: Catalog, interactions: Interactions) -> Ranker:
+        """Learn from training rows; returns ``self``."""
+
+    @abstractmethod
+    def score(self, batch: UserBatch) -> np.ndarray:
+        """Scores of shape ``(len(batch), len(catalog))``; higher ranks first."""
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PopularityConfig(_Config):
+    """Configuration of :class:`PopularityRanker`."""
+
+    window_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Count only interactions within this many days of the latest one "
+        "(recent popularity); None counts all.",
+    )
+
+
+class PopularityRanker(Ranker):
+    """Ranks items by their number of training interactions (ties: catalog order)."""
+
+    name = "popularity"
+
+    def __init__(self, config: PopularityConfig | None = None) -> None:
+        self.config = config or PopularityConfig()
+        self._scores: np.ndarray | None = None
+
+    def fit(self, catalog: Catalog, interactions: Interactions) -> PopularityRanker:
+        rows = interactions
+        if self.config.window_days is not None and len(rows):
+            start = rows.timestamps.max() - self.config.window_days * 86400
+            rows = rows.select(rows.timestamps >= start)
+        pos = catalog.positions(rows.item_ids)
+        pos = pos[pos >= 0]
+        self._scores = np.bincount(pos, minlength=len(catalog)).astype(np.float64)
+        return self
+
+    def score(self, batch: UserBatch) -> np.ndarray:
+        if self._scores is None:
+            raise ConfigError("PopularityRanker.score called before fit(); call fit first")
+        return np.broadcast_to(self._scores, (len(batch), len(self._scores))).copy()
+
+
+class RandomConfig(_Config):
+    """Configuration of :class:`RandomRanker`."""
+
+    seed: int = Field(default=0, description="Seed of the random scores.")
+
+
+class RandomRanker(Ranker):
+    """Uniformly random scores: the chance baseline. Deterministic per (seed, user)."""
+
+    name = "random"
+
+    def __init__(self, config: RandomConfig | None = None) -> None:
+        self.config = config or RandomConfig()
+        self._n_items = -1
+
+    def fit(self, catalog: Catalog, interactions: Interactions) -> RandomRanker:
+        self._n_items = len(catalog)
+        return self
+
+    def score(self, batch: UserBatch) -> np.ndarray:
+        if self._n_items < 0:
+            raise ConfigError("RandomRanker.score called before fit(); call fit first")
+        keys = pd.util.hash_array(np.asarray(batch.user_ids, dtype=object)).astype(np.uint64)
+        out = np.empty((len(batch), self._n_items))
+        for row, key in enumerate(keys):
+            out[row] = np.random.default_rng([self.config.seed, int(key)]).random(self._n_items)
+        return out
+
+
+RANKERS: dict[str, tuple[type[Ranker], type[BaseModel]]] = {
+    "popularity": (PopularityRanker, PopularityConfig),
+    "random": (RandomRanker, RandomConfig),
+}
+
+
+def make_ranker(name: str, config: dict[str, Any] | BaseModel | None = None) -> Ranker:
+    """Build a ranker by name with its config (a dict is validated by the config model).
+
+    Raises:
+        ConfigError: Unknown name or invalid config.
+    """
+    try:
+        cls, config_cls = RANKERS[name]
+    except KeyError:
+        raise ConfigError(
+            f"ranker {name!r} is not known; allowed: {', '.join(sorted(RANKERS))}"
+        ) from None
+    factory: Callable[..., Ranker] = cls
+    if config is None or isinstance(config, config_cls):
+        return factory(config)
+    if isinstance(config, BaseModel):
+        raise ConfigError(f"ranker {name!r} takes a {config_cls.__name__}, got {type(config)}")
+    from pydantic import ValidationError
+
+    try:
+        return factory(config_cls.model_validate(config))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config for ranker {name!r}: {exc}") from exc

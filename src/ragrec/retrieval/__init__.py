@@ -1,0 +1,1 @@
+"""ragrec.retrieval."""
