@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ragrec.errors import ConfigError
 
@@ -70,6 +70,27 @@ class EvalConfig(_Config):
         default=None, ge=1, description="Evaluate only the first N users (quick looks)."
     )
 
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        from ragrec.eval.metrics import parse_metrics
+
+        try:
+            return [m.name for m in parse_metrics(value)]
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("ranker")
+    @classmethod
+    def _known_ranker(cls, value: str) -> str:
+        from ragrec.eval import RANKERS
+
+        if value not in RANKERS:
+            raise ValueError(
+                f"ranker {value!r} is not known; allowed: {', '.join(sorted(RANKERS))}"
+            )
+        return value
+
 
 class RagrecConfig(_Config):
     """The whole configuration."""
@@ -110,6 +131,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RagrecConfi
             raw = tomllib.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {str(file)!r} not found; check the path") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"config file {str(file)!r} cannot be read as UTF-8 text ({exc}); pass a TOML file"
+            ) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
     for section, values in overrides.items():

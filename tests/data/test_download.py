@@ -21,17 +21,6 @@ FILES = ("README.txt", "links.csv", "movies.csv", "ratings.csv", "tags.csv")
 FOLDER = "ml-latest-small"
 
 
-def shared_dataset_dir() -> Path:
-    """Locate /work/shared/data/ml-latest-small relative to the repository root."""
-    path = Path(__file__).resolve().parents[2].parent / "shared" / "data" / FOLDER
-    if not all((path / f).is_file() for f in FILES):
-        message = f"MovieLens small copy not found at {path}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
 def make_zip(
     src: Path, out: Path, *, prefix: str = f"{FOLDER}/", tamper: str | None = None
 ) -> Path:
@@ -101,8 +90,9 @@ def server() -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def shared() -> Path:
-    return shared_dataset_dir()
+def shared(ml_small_path: Path) -> Path:
+    """The shared ml-latest-small folder, through the conftest fixture."""
+    return ml_small_path
 
 
 @pytest.fixture(scope="module")

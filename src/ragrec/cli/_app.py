@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ragrec._version import __version__
@@ -44,7 +45,8 @@ def _friendly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except RagrecError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escape: messages hold TOML table names like [eval] that rich would eat as markup
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -179,14 +181,16 @@ def eval_cmd(
         },
     )
     ec = cfg.eval
+    rk_config = dict(ec.ranker_config)
+    if ec.ranker == "random" and seed is not None:
+        rk_config["seed"] = seed
+    elif ec.ranker == "random":
+        rk_config.setdefault("seed", ec.seed)
+    model = make_ranker(ec.ranker, rk_config)
     ml = load_movielens(
         _resolve_data(cfg.data.path, cfg.data.cache_dir), on_invalid=cfg.data.on_invalid
     )
     prepared = prepare_protocol(ec.protocol, ml.catalog, ml.interactions)
-    rk_config = dict(ec.ranker_config)
-    if ec.ranker == "random":
-        rk_config.setdefault("seed", ec.seed)
-    model = make_ranker(ec.ranker, rk_config)
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

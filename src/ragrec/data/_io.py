@@ -20,7 +20,9 @@ def read_table(
     """Read a table as text columns (values are parsed and checked by the caller).
 
     Args:
-        path: A ``.csv``, ``.tsv``, ``.dat``, ``.jsonl``/``.json`` or ``.parquet`` file.
+        path: A ``.csv``, ``.tsv``, ``.dat``, ``.jsonl``/``.json`` or ``.parquet`` file;
+            with ``sep`` given, any other name is read as delimited text (ml-100k's
+            ``u.item``, ``u.data``).
         encoding: Text encoding of text files.
         sep: Field separator for delimited files (default by suffix).
         header: Whether a delimited file starts with a header row.
@@ -42,7 +44,7 @@ def read_table(
             return pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several types for corrupt files
             raise DataValidationError(path.name, f"not a readable Parquet file ({exc})") from exc
-    if suffix not in _TEXT_SUFFIXES and suffix not in (".jsonl", ".json"):
+    if sep is None and suffix not in _TEXT_SUFFIXES and suffix not in (".jsonl", ".json"):
         raise DataValidationError(
             path.name,
             f"unknown file type {suffix!r}",

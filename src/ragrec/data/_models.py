@@ -34,9 +34,12 @@ InteractionKind = str
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
-    out = np.array(array, copy=True)
-    out.flags.writeable = False
-    return out
+    # A read-only view of a read-only private copy: the flag cannot be turned back on.
+    owner = np.array(array, copy=True)
+    owner.flags.writeable = False
+    view = owner.view()
+    view.flags.writeable = False
+    return view
 
 
 def _check_mapping(
@@ -281,7 +284,10 @@ class Catalog:
 
 def _split_categories(value: str, sep: str) -> tuple[str, ...]:
     parts = [p.strip() for p in str(value).split(sep)]
-    return tuple(p for p in parts if p and p != "(no genres listed)")
+    return tuple(p for p in parts if p and p not in _NO_GENRE)
+
+
+_NO_GENRE = frozenset({"(no genres listed)", "unknown"})
 
 
 def _as_text(values: pd.Series) -> np.ndarray:

@@ -116,7 +116,11 @@ def parse_numbers(
 def parse_timestamps(rows: RowFilter, frame: pd.DataFrame, column: str) -> np.ndarray:
     """Parse Unix seconds or ISO-8601 date-times into int64 Unix seconds."""
     raw = frame[column]
-    numeric = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if pd.api.types.is_datetime64_any_dtype(raw.dtype):
+        # to_numeric would give counts of the column's unit (us or ns), not seconds
+        numeric = np.full(len(raw), np.nan)
+    else:
+        numeric = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     result = np.zeros(len(raw), dtype=np.int64)
     ok = np.isfinite(numeric)
     result[ok] = numeric[ok].astype(np.int64)
@@ -125,7 +129,9 @@ def parse_timestamps(rows: RowFilter, frame: pd.DataFrame, column: str) -> np.nd
         text = rest.astype("string")
         parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
         good = parsed.notna().to_numpy(dtype=bool)
-        seconds = parsed[good].astype("int64") // 10**9 if good.any() else parsed[good]
+        # pandas 3 parses strings at us (not ns) resolution: divide by the real unit
+        epoch = pd.Timestamp(0, tz="UTC")
+        seconds = (parsed[good] - epoch) // pd.Timedelta(seconds=1) if good.any() else []
         idx = np.flatnonzero(~ok)
         result[idx[good]] = np.asarray(seconds, dtype=np.int64)
         bad = np.zeros(len(raw), dtype=bool)
@@ -165,5 +171,10 @@ def normalise_ids(raw: pd.Series | np.ndarray | Sequence[object]) -> np.ndarray:
     if (finite | ~nonblank).all() and nonblank.any():
         floats = as_int.to_numpy(dtype=np.float64, na_value=-1.0)
         if np.all(floats == np.floor(floats)):
-            return floats.astype(np.int64)
+            ints = floats.astype(np.int64)
+            # "0545010225" must stay text: as an int it would no longer match its item.
+            if (
+                pd.Series(ints).astype(str).to_numpy()[nonblank] == text.to_numpy()[nonblank]
+            ).all():
+                return ints
     return text.to_numpy(dtype=object)

@@ -158,4 +158,14 @@ def make_ranker(name: str, config: dict[str, Any] | BaseModel | None = None) -> 
     try:
         return factory(config_cls.model_validate(config))
     except ValidationError as exc:
-        raise ConfigError(f"invalid config for ranker {name!r}: {exc}") from exc
+        problems = []
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e["loc"])
+            if e["type"] == "extra_forbidden":
+                problems.append(f"unknown key {loc!r}")
+            else:
+                problems.append(f"{loc}={e.get('input')!r}: {e['msg']}")
+        allowed = ", ".join(config_cls.model_fields) or "none"
+        raise ConfigError(
+            f"invalid config for ranker {name!r}: {'; '.join(problems)} (allowed keys: {allowed})"
+        ) from exc

@@ -20,7 +20,7 @@ from ragrec._version import __version__
 from ragrec.errors import ConfigError
 from ragrec.eval._protocol import EvalCases, ProtocolData, Split
 from ragrec.eval._rankers import Ranker, UserBatch
-from ragrec.eval.metrics import Metric, parse_metrics
+from ragrec.eval.metrics import UNRANKED, Metric, parse_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ def target_ranks(
     """1-based rank of each target among all items, history excluded.
 
     Ties rank by catalog position (as a stable sort would). History items are never
-    ranked; a target that is itself in the history gets rank ``n_items + 1`` (a miss).
+    ranked; a target that is itself in the history (or scored ``-inf``) gets
+    :data:`~ragrec.eval.metrics.UNRANKED` (a miss at every cutoff).
 
     Args:
         scores: ``(n_users, n_items)`` scores; copied, not modified.
@@ -102,7 +103,7 @@ def target_ranks(
         (scores == target_scores[:, None]) & (np.arange(n_items) < targets[:, None])
     ).sum(axis=1)
     ranks = 1 + higher + tied_before
-    ranks[np.isneginf(target_scores)] = n_items + 1
+    ranks[np.isneginf(target_scores)] = UNRANKED
     return ranks.astype(np.int64)
 
 
@@ -117,7 +118,7 @@ class EvalResult:
         split: Split evaluated.
         user_ids: Evaluated users.
         target_ids: Each user's target item id.
-        ranks: Each target's 1-based rank (``n_items + 1`` when excluded).
+        ranks: Each target's 1-based rank (``UNRANKED`` when not ranked).
         metrics: Mean metric values by name (``"ndcg@10"``).
         seconds: Wall time by stage (``"fit"``, ``"score"``, ``"total"``).
         environment: Versions, device, seed.
@@ -198,7 +199,7 @@ def evaluate(
     for lo in range(0, len(cases), batch_size):
         hi = min(lo + batch_size, len(cases))
         batch = UserBatch(cases.user_ids[lo:hi], cases.histories[lo:hi])
-        scores = ranker.score(batch)
+        scores = np.asarray(ranker.score(batch), dtype=np.float64)
         expected = (hi - lo, len(data.catalog))
         if scores.shape != expected:
             raise ConfigError(
@@ -249,7 +250,13 @@ def write_report(result: EvalResult, out: str | Path) -> Path:
     with tmp_users.open("w", encoding="utf-8") as fh:
         for uid, tid, rank in zip(result.user_ids, result.target_ids, result.ranks, strict=True):
             fh.write(
-                json.dumps({"user": _jsonable(uid), "target": _jsonable(tid), "rank": int(rank)})
+                json.dumps(
+                    {
+                        "user": _jsonable(uid),
+                        "target": _jsonable(tid),
+                        "rank": int(rank) if rank < UNRANKED else None,
+                    }
+                )
                 + "\n"
             )
     tmp_summary = summary.with_suffix(".json.tmp")

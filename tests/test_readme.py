@@ -1,0 +1,28 @@
+"""The README's Python example runs as written and prints what it says."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_readme_python_example_runs(ml_small_path: Path) -> None:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README.md has no Python example"
+    here = Path.cwd()
+    os.chdir(REPO)  # the example uses the path ../shared/data/... from the repository root
+    try:
+        for block in blocks:
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                exec(compile(block, "README.md", "exec"), {})
+            for shown in re.findall(r"# \{'ndcg@10': ([0-9.]+)", block):
+                assert shown.rstrip(".") in printed.getvalue()
+    finally:
+        os.chdir(here)
