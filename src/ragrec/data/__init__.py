@@ -11,6 +11,7 @@ from ragrec.data._splits import (
     leave_one_out,
     random_split,
     temporal_split,
+    user_sequences,
 )
 from ragrec.data._validate import OnInvalid
 
@@ -33,4 +34,5 @@ __all__ = [
     "random_split",
     "read_table",
     "temporal_split",
+    "user_sequences",
 ]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ragrec.data._models import Interactions
+from ragrec.data._models import Catalog, Interactions
 from ragrec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ __all__ = [
     "leave_one_out",
     "random_split",
     "temporal_split",
+    "user_sequences",
 ]
 
 
@@ -190,3 +192,24 @@ def random_split(
     test = np.zeros(len(interactions), dtype=bool)
     test[gen.choice(len(interactions), size=n_test, replace=False)] = True
     return TrainTestSplit(train=interactions.select(~test), test=interactions.select(test))
+
+
+def user_sequences(
+    catalog: Catalog, interactions: Interactions
+) -> tuple[dict[Any, np.ndarray], dict[Any, np.ndarray]]:
+    """Per user id, catalog positions in (timestamp, item id) order, and the values
+    aligned with them; rows on items not in the catalog are skipped."""
+    frame = pd.DataFrame(
+        {
+            "u": interactions.user_ids,
+            "t": interactions.timestamps,
+            "i": interactions.item_ids,
+            "p": catalog.positions(interactions.item_ids),
+            "v": interactions.values,
+        }
+    )
+    frame = frame[frame["p"] >= 0].sort_values(["u", "t", "i"], kind="stable")
+    groups = frame.groupby("u", sort=False)
+    sequences = {u: g.to_numpy(dtype=np.int64) for u, g in groups["p"]}
+    ratings = {u: g.to_numpy(dtype=np.float64) for u, g in groups["v"]}
+    return sequences, ratings

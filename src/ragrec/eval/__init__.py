@@ -1,5 +1,7 @@
 """Offline evaluation: protocols, metrics, rankers and reports."""
 
+import functools
+
 from ragrec.eval._protocol import (
     PROTOCOLS,
     EvalCases,
@@ -18,6 +20,12 @@ from ragrec.eval._rankers import (
     Ranker,
     UserBatch,
     make_ranker,
+)
+from ragrec.eval._retrieval_rankers import (
+    ChannelRankerConfig,
+    RetrievalRanker,
+    RetrievalRankerConfig,
+    channel_ranker,
 )
 from ragrec.eval._runner import (
     DEFAULT_METRICS,
@@ -39,6 +47,10 @@ from ragrec.eval.metrics import (
     parse_metrics,
 )
 
+RANKERS["retrieval"] = (RetrievalRanker, RetrievalRankerConfig)
+for _kind in ("transition", "ease", "semantic"):
+    RANKERS[_kind] = (functools.partial(channel_ranker, _kind), ChannelRankerConfig)
+
 __all__ = [
     "DEFAULT_METRICS",
     "MRR",
@@ -46,6 +58,7 @@ __all__ = [
     "PROTOCOLS",
     "RANKERS",
     "AveragePrecision",
+    "ChannelRankerConfig",
     "EvalCases",
     "EvalResult",
     "HitRate",
@@ -59,8 +72,11 @@ __all__ = [
     "RandomRanker",
     "Ranker",
     "Recall",
+    "RetrievalRanker",
+    "RetrievalRankerConfig",
     "Split",
     "UserBatch",
+    "channel_ranker",
     "collect_environment",
     "evaluate",
     "llamarec_protocol",

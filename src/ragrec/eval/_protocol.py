@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ragrec.data import Catalog, Interactions, kcore, leave_one_out
+from ragrec.data import Catalog, Interactions, kcore, leave_one_out, user_sequences
 from ragrec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -48,19 +48,23 @@ class EvalCases:
         histories: Per case, catalog positions of the items seen before the target,
             oldest first. These are excluded from scoring.
         targets: Per case, the catalog position of the held-out item.
+        ratings: Per case, the values (ratings) aligned with ``histories``.
     """
 
     split: Split
     user_ids: np.ndarray
     histories: tuple[np.ndarray, ...]
     targets: np.ndarray
+    ratings: tuple[np.ndarray, ...] = ()
 
     def __len__(self) -> int:
         return len(self.user_ids)
 
     def head(self, n: int) -> EvalCases:
         """The first ``n`` cases."""
-        return EvalCases(self.split, self.user_ids[:n], self.histories[:n], self.targets[:n])
+        return EvalCases(
+            self.split, self.user_ids[:n], self.histories[:n], self.targets[:n], self.ratings[:n]
+        )
 
 
 @dataclass(frozen=True)
@@ -108,23 +112,14 @@ def _check_split(split: str) -> None:
 def _cases(
     split: Split, catalog: Catalog, history: Interactions, targets: Interactions
 ) -> EvalCases:
-    frame = pd.DataFrame(
-        {
-            "u": history.user_ids,
-            "t": history.timestamps,
-            "i": history.item_ids,
-            "p": catalog.positions(history.item_ids),
-        }
-    ).sort_values(["u", "t", "i"], kind="stable")
-    grouped = {u: g.to_numpy(dtype=np.int64) for u, g in frame.groupby("u", sort=False)["p"]}
+    positions, values = user_sequences(catalog, history)
     order = np.argsort(targets.user_ids, kind="stable")
     users = targets.user_ids[order]
-    empty = np.empty(0, dtype=np.int64)
-    histories = tuple(grouped.get(u, empty) for u in users)
     return EvalCases(
         split=split,
         user_ids=users,
-        histories=histories,
+        histories=tuple(positions.get(u, np.empty(0, np.int64)) for u in users),
+        ratings=tuple(values.get(u, np.empty(0, np.float64)) for u in users),
         targets=catalog.positions(targets.item_ids[order]),
     )
 

@@ -33,10 +33,12 @@ class UserBatch:
     Attributes:
         user_ids: One id per user.
         histories: Per user, catalog positions of the items seen, oldest first.
+        ratings: Per user, values aligned with ``histories`` (may be empty: unknown).
     """
 
     user_ids: np.ndarray
     histories: tuple[np.ndarray, ...]
+    ratings: tuple[np.ndarray, ...] = ()
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -130,7 +132,7 @@ class RandomRanker(Ranker):
         return out
 
 
-RANKERS: dict[str, tuple[type[Ranker], type[BaseModel]]] = {
+RANKERS: dict[str, tuple[Callable[..., Ranker], type[BaseModel]]] = {
     "popularity": (PopularityRanker, PopularityConfig),
     "random": (RandomRanker, RandomConfig),
 }
@@ -139,16 +141,17 @@ RANKERS: dict[str, tuple[type[Ranker], type[BaseModel]]] = {
 def make_ranker(name: str, config: dict[str, Any] | BaseModel | None = None) -> Ranker:
     """Build a ranker by name with its config (a dict is validated by the config model).
 
+    ``RANKERS`` maps each name to ``(factory, config model)``; other packages add theirs.
+
     Raises:
         ConfigError: Unknown name or invalid config.
     """
     try:
-        cls, config_cls = RANKERS[name]
+        factory, config_cls = RANKERS[name]
     except KeyError:
         raise ConfigError(
             f"ranker {name!r} is not known; allowed: {', '.join(sorted(RANKERS))}"
         ) from None
-    factory: Callable[..., Ranker] = cls
     if config is None or isinstance(config, config_cls):
         return factory(config)
     if isinstance(config, BaseModel):

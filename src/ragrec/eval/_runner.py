@@ -198,7 +198,7 @@ def evaluate(
     ranks = np.empty(len(cases), dtype=np.int64)
     for lo in range(0, len(cases), batch_size):
         hi = min(lo + batch_size, len(cases))
-        batch = UserBatch(cases.user_ids[lo:hi], cases.histories[lo:hi])
+        batch = UserBatch(cases.user_ids[lo:hi], cases.histories[lo:hi], cases.ratings[lo:hi])
         scores = np.asarray(ranker.score(batch), dtype=np.float64)
         expected = (hi - lo, len(data.catalog))
         if scores.shape != expected:

@@ -1,0 +1,79 @@
+"""Rankers that score through the retrieval stage: the fused retriever and each channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragrec.data import Catalog, Interactions
+from ragrec.errors import ConfigError
+from ragrec.eval._rankers import Ranker, UserBatch
+from ragrec.retrieval import ChannelSpec, RetrievalQuery, Retriever, RetrieverConfig
+
+__all__ = ["ChannelRankerConfig", "RetrievalRanker", "RetrievalRankerConfig", "channel_ranker"]
+
+
+class RetrievalRankerConfig(BaseModel):
+    """Configuration of :class:`RetrievalRanker`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retriever: RetrieverConfig = Field(default_factory=RetrieverConfig)
+    depth: int = Field(
+        default=100,
+        ge=1,
+        description="Fused candidates scored per user; the rest rank as misses.",
+    )
+
+
+class RetrievalRanker(Ranker):
+    """Ranks by the retriever's fused score; items outside its top ``depth`` are misses."""
+
+    name = "retrieval"
+
+    def __init__(self, config: RetrievalRankerConfig | None = None, *, name: str | None = None):
+        self.config = config or RetrievalRankerConfig()
+        if name is not None:
+            self.name = name  # type: ignore[misc]  # per-channel rankers report their channel
+        self.retriever = Retriever(self.config.retriever)
+
+    def fit(self, catalog: Catalog, interactions: Interactions) -> RetrievalRanker:
+        self.retriever.fit(catalog, interactions)
+        embeddings = self.retriever.embeddings
+        self.device = getattr(getattr(embeddings, "index", None), "device", "cpu")
+        self._n_items = len(catalog)
+        return self
+
+    def score(self, batch: UserBatch) -> np.ndarray:
+        if self.retriever.catalog is None:
+            raise ConfigError(f"ranker {self.name!r} scored before fit(); call fit first")
+        ratings = batch.ratings or tuple(np.empty(0) for _ in batch.histories)
+        queries = [
+            RetrievalQuery(uid, hist, r if len(r) == len(hist) else None)
+            for uid, hist, r in zip(batch.user_ids, batch.histories, ratings, strict=True)
+        ]
+        out = np.full((len(batch), self._n_items), -np.inf)
+        for row, result in enumerate(self.retriever.retrieve_batch(queries, k=self.config.depth)):
+            out[row, result.positions] = result.scores
+        return out
+
+
+class ChannelRankerConfig(BaseModel):
+    """Configuration of a single-channel ranker (``--ranker transition`` and so on)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    options: dict[str, Any] = Field(default_factory=dict, description="The channel's own config.")
+    depth: int = Field(default=100, ge=1, description="Candidates scored per user.")
+    cache_dir: str | None = Field(default=None, description="Embedding cache folder.")
+
+
+def channel_ranker(kind: str, config: ChannelRankerConfig | None = None) -> RetrievalRanker:
+    """A ranker that retrieves with one channel only."""
+    cfg = config or ChannelRankerConfig()
+    retriever = RetrieverConfig(
+        channels=[ChannelSpec(kind=kind, options=cfg.options)], cache_dir=cfg.cache_dir
+    )
+    return RetrievalRanker(RetrievalRankerConfig(retriever=retriever, depth=cfg.depth), name=kind)

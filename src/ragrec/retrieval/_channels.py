@@ -1,0 +1,412 @@
+"""Retrieval channels: each proposes scored candidates for a batch of queries."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragrec.data import Catalog, Interactions, user_sequences
+from ragrec.errors import ConfigError
+from ragrec.retrieval._items import ItemEmbeddings
+from ragrec.retrieval._types import ChannelCandidates, RetrievalQuery
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CHANNELS",
+    "Channel",
+    "ChannelConfig",
+    "ChannelContext",
+    "DenseChannel",
+    "EaseChannel",
+    "EaseConfig",
+    "PopularityChannel",
+    "PopularityChannelConfig",
+    "SemanticChannel",
+    "SemanticConfig",
+    "TransitionChannel",
+    "TransitionConfig",
+    "register_channel",
+]
+
+
+class ChannelConfig(BaseModel):
+    """Base of channel configs: closed (unknown keys are errors), immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """What channels are fit on.
+
+    Attributes:
+        catalog: The items.
+        interactions: Training rows.
+        sequences: Per user id, catalog positions in time order (from ``interactions``).
+        ratings: Per user id, the values aligned with ``sequences``.
+        embeddings: Item vectors and their index, when a channel needs them.
+    """
+
+    catalog: Catalog
+    interactions: Interactions
+    sequences: dict[Any, np.ndarray]
+    ratings: dict[Any, np.ndarray]
+    embeddings: ItemEmbeddings | None = None
+
+    @classmethod
+    def build(
+        cls,
+        catalog: Catalog,
+        interactions: Interactions,
+        embeddings: ItemEmbeddings | None = None,
+    ) -> ChannelContext:
+        """Index the training rows per user, in (timestamp, item id) order."""
+        sequences, ratings = user_sequences(catalog, interactions)
+        return cls(catalog, interactions, sequences, ratings, embeddings)
+
+
+class Channel(ABC):
+    """A source of candidates.
+
+    Subclasses set ``kind`` and ``config_class``, implement :meth:`fit` and
+    :meth:`propose`. ``needs_history`` channels are skipped for cold-start users.
+    """
+
+    kind: ClassVar[str]
+    config_class: ClassVar[type[ChannelConfig]]
+    needs_history: ClassVar[bool] = True
+
+    def __init__(self, config: ChannelConfig | None = None, *, name: str | None = None) -> None:
+        cfg = config if config is not None else self.config_class()
+        if not isinstance(cfg, self.config_class):
+            raise ConfigError(
+                f"channel {self.kind!r} takes a {self.config_class.__name__}, "
+                f"got {type(cfg).__name__}"
+            )
+        self.config = cfg
+        self.name = name or self.kind
+        self._n_items = -1
+
+    @abstractmethod
+    def fit(self, context: ChannelContext) -> Channel:
+        """Learn from the training rows; returns ``self``."""
+
+    @abstractmethod
+    def propose(
+        self, queries: Sequence[RetrievalQuery], k: int, *, blocked: Sequence[np.ndarray]
+    ) -> list[ChannelCandidates]:
+        """Up to ``k`` candidates per query, none of them in that query's ``blocked``."""
+
+    def _check_fitted(self) -> None:
+        if self._n_items < 0:
+            raise ConfigError(f"channel {self.name!r} used before fit(); call fit first")
+
+
+def _top_k(
+    name: str, scores: np.ndarray, k: int, blocked: Sequence[np.ndarray]
+) -> list[ChannelCandidates]:
+    out = []
+    for row, block in zip(scores, blocked, strict=True):
+        row = row.copy()
+        row[block] = -np.inf
+        kk = min(k, int(np.isfinite(row).sum()))
+        if kk <= 0:
+            out.append(ChannelCandidates(name, np.empty(0, np.int64), np.empty(0)))
+            continue
+        top = np.argpartition(-row, kk - 1)[:kk]
+        top = top[np.lexsort((top, -row[top]))]
+        out.append(ChannelCandidates(name, top.astype(np.int64), row[top].astype(np.float64)))
+    return out
+
+
+class DenseChannel(Channel):
+    """A channel that scores every catalog item (item-item models, popularity)."""
+
+    @abstractmethod
+    def score(self, queries: Sequence[RetrievalQuery]) -> np.ndarray:
+        """``(len(queries), n_items)`` scores; ``-inf`` for items it does not propose."""
+
+    def propose(
+        self, queries: Sequence[RetrievalQuery], k: int, *, blocked: Sequence[np.ndarray]
+    ) -> list[ChannelCandidates]:
+        self._check_fitted()
+        return _top_k(self.name, self.score(queries), k, blocked)
+
+
+class PopularityChannelConfig(ChannelConfig):
+    """Configuration of :class:`PopularityChannel`."""
+
+    window_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Count only interactions within this many days of the latest one "
+        "(recent popularity); None counts all time.",
+    )
+
+
+class PopularityChannel(DenseChannel):
+    """Items by number of training interactions (overall or recent). Works for cold start."""
+
+    kind = "popularity"
+    config_class = PopularityChannelConfig
+    needs_history = False
+    config: PopularityChannelConfig
+
+    def fit(self, context: ChannelContext) -> PopularityChannel:
+        rows = context.interactions
+        if self.config.window_days is not None and len(rows):
+            rows = rows.select(
+                rows.timestamps >= rows.timestamps.max() - self.config.window_days * 86400
+            )
+        pos = context.catalog.positions(rows.item_ids)
+        counts = np.bincount(pos[pos >= 0], minlength=len(context.catalog)).astype(np.float64)
+        self._scores = np.log1p(counts)
+        self._n_items = len(context.catalog)
+        return self
+
+    def score(self, queries: Sequence[RetrievalQuery]) -> np.ndarray:
+        return np.broadcast_to(self._scores, (len(queries), self._n_items)).copy()
+
+
+class TransitionConfig(ChannelConfig):
+    """Configuration of :class:`TransitionChannel`."""
+
+    window: int = Field(
+        default=10, ge=1, description="Items after each item that count as its successors."
+    )
+    gap_decay: float = Field(
+        default=0.5,
+        ge=0,
+        description="A successor g steps later counts 1/g**gap_decay (0: all count alike).",
+    )
+    last_items: int = Field(
+        default=10, ge=1, description="Recent history items whose successors are scored."
+    )
+    recency_decay: float = Field(
+        default=0.6,
+        gt=0,
+        le=1,
+        description="Weight of the j-th most recent history item: recency_decay**j.",
+    )
+
+
+class TransitionChannel(DenseChannel):
+    """Item-to-next-items transitions learned from users' time-ordered histories.
+
+    ``T[a, b]`` counts how often ``b`` followed ``a`` within ``window`` steps (weighted by
+    the gap), rows normalised to sum 1. A user's scores are the recency-weighted sum of
+    the rows of their last ``last_items`` items. Stored sparse.
+    """
+
+    kind = "transition"
+    config_class = TransitionConfig
+    config: TransitionConfig
+
+    def fit(self, context: ChannelContext) -> TransitionChannel:
+        n = len(context.catalog)
+        rows, cols, vals = [], [], []
+        cfg = self.config
+        for seq in context.sequences.values():
+            for gap in range(1, min(cfg.window, len(seq) - 1) + 1):
+                rows.append(seq[:-gap])
+                cols.append(seq[gap:])
+                vals.append(np.full(len(seq) - gap, 1.0 / gap**cfg.gap_decay))
+        if rows:
+            t = sp.csr_matrix(
+                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+            )
+        else:
+            t = sp.csr_matrix((n, n))
+        sums = np.asarray(t.sum(axis=1)).ravel()
+        inv = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
+        self._t = sp.diags(inv) @ t
+        self._t = self._t.tocsr().astype(np.float32)
+        self._n_items = n
+        return self
+
+    def score(self, queries: Sequence[RetrievalQuery]) -> np.ndarray:
+        cfg = self.config
+        weights = sp.lil_matrix((len(queries), self._n_items), dtype=np.float32)
+        for row, q in enumerate(queries):
+            recent = q.history[::-1][: cfg.last_items]
+            for j, pos in enumerate(recent):
+                weights[row, pos] += cfg.recency_decay**j
+        return np.asarray((weights.tocsr() @ self._t).todense(), dtype=np.float64)
+
+
+class EaseConfig(ChannelConfig):
+    """Configuration of :class:`EaseChannel`."""
+
+    l2: float = Field(default=300.0, gt=0, description="L2 regularisation (lambda).")
+    max_items: int = Field(
+        default=30_000,
+        ge=1,
+        description="EASE inverts an items x items matrix: refuse catalogs larger than this.",
+    )
+
+
+class EaseChannel(DenseChannel):
+    """EASE (Steck 2019): a closed-form item-item linear model over who-saw-what.
+
+    ``B = I - P / diag(P)`` with ``P = (X^T X + l2 I)^-1`` and zero diagonal; a user's
+    scores are the sum of ``B``'s rows for their history items.
+    """
+
+    kind = "ease"
+    config_class = EaseConfig
+    config: EaseConfig
+
+    def fit(self, context: ChannelContext) -> EaseChannel:
+        n = len(context.catalog)
+        if n > self.config.max_items:
+            raise ConfigError(
+                f"ease channel: catalog has {n} items, more than max_items="
+                f"{self.config.max_items} (memory grows with items squared); raise max_items "
+                "or use the transition channel"
+            )
+        rows = [np.full(len(s), u) for u, s in enumerate(context.sequences.values())]
+        cols = list(context.sequences.values())
+        if rows:
+            x = sp.csr_matrix(
+                (np.ones(sum(map(len, rows))), (np.concatenate(rows), np.concatenate(cols))),
+                shape=(len(rows), n),
+            )
+            x.data[:] = 1.0
+            gram = (x.T @ x).toarray()
+        else:
+            gram = np.zeros((n, n))
+        gram[np.diag_indices(n)] += self.config.l2
+        p = np.linalg.inv(gram)
+        b = -p / np.diag(p)
+        b[np.diag_indices(n)] = 0.0
+        self._b = b.astype(np.float32)
+        self._n_items = n
+        return self
+
+    def score(self, queries: Sequence[RetrievalQuery]) -> np.ndarray:
+        out = np.zeros((len(queries), self._n_items), dtype=np.float64)
+        for row, q in enumerate(queries):
+            if len(q.history):
+                out[row] = self._b[np.unique(q.history)].sum(axis=0)
+        return out
+
+
+class SemanticConfig(ChannelConfig):
+    """Configuration of :class:`SemanticChannel`."""
+
+    recency_half_life: float | None = Field(
+        default=20.0,
+        gt=0,
+        description="History items lose half their weight every this many newer items; "
+        "None weighs all alike.",
+    )
+    rating_weight: bool = Field(
+        default=True,
+        description="Weigh history items by rating above the user's mean (disliked items "
+        "count less).",
+    )
+    query_weight: float = Field(
+        default=0.7,
+        ge=0,
+        le=1,
+        description="With a free-text query, its share of the search vector (the profile "
+        "gets the rest).",
+    )
+
+
+class SemanticChannel(Channel):
+    """Nearest items to the user's profile vector and/or the query text, through the item
+    vector index."""
+
+    kind = "semantic"
+    config_class = SemanticConfig
+    needs_history = False
+    config: SemanticConfig
+
+    def fit(self, context: ChannelContext) -> SemanticChannel:
+        if context.embeddings is None:
+            raise ConfigError("the semantic channel needs item embeddings; build them first")
+        self._emb = context.embeddings
+        self._n_items = len(context.catalog)
+        return self
+
+    def profile(self, query: RetrievalQuery) -> np.ndarray | None:
+        """The unit-length profile vector of a history, or ``None`` when empty."""
+        if query.cold:
+            return None
+        hist = query.history
+        weights = np.ones(len(hist))
+        if self.config.recency_half_life is not None:
+            age = np.arange(len(hist))[::-1]
+            weights *= 0.5 ** (age / self.config.recency_half_life)
+        if self.config.rating_weight and query.ratings is not None and len(hist) > 1:
+            centred = query.ratings - query.ratings.mean()
+            weights *= np.clip(1.0 + centred, 0.1, None)
+        vectors = self._emb.vectors_at(hist)
+        vec = (weights[:, None] * vectors).sum(axis=0)
+        norm = float(np.linalg.norm(vec))
+        return vec / norm if norm > 0 else None
+
+    def search_vectors(self, queries: Sequence[RetrievalQuery]) -> list[np.ndarray | None]:
+        """Per query, the vector searched (profile, query text, or their mix)."""
+        texts = [q.text for q in queries if q.text]
+        encoded = iter(self._emb.embedder.encode(texts)) if texts else iter(())
+        out: list[np.ndarray | None] = []
+        for q in queries:
+            prof = self.profile(q)
+            text_vec = next(encoded) if q.text else None
+            if prof is not None and text_vec is not None:
+                a = self.config.query_weight
+                vec = a * text_vec + (1 - a) * prof
+                out.append(vec / max(float(np.linalg.norm(vec)), 1e-12))
+            else:
+                out.append(text_vec if text_vec is not None else prof)
+        return out
+
+    def propose(
+        self, queries: Sequence[RetrievalQuery], k: int, *, blocked: Sequence[np.ndarray]
+    ) -> list[ChannelCandidates]:
+        self._check_fitted()
+        vectors = self.search_vectors(queries)
+        rows = [i for i, v in enumerate(vectors) if v is not None]
+        out = [ChannelCandidates(self.name, np.empty(0, np.int64), np.empty(0)) for _ in queries]
+        if not rows:
+            return out
+        catalog = self._emb.catalog
+        exclude = [catalog.item_ids[blocked[i]].tolist() for i in rows]
+        found_vectors = [v for v in vectors if v is not None]
+        result = self._emb.index.search(np.stack(found_vectors), k, exclude=exclude)
+        for j, row in enumerate(rows):
+            n = int(result.found[j])
+            pos = catalog.positions(result.ids[j, :n])
+            keep = pos >= 0
+            out[row] = ChannelCandidates(
+                self.name, pos[keep], result.scores[j, :n][keep].astype(np.float64)
+            )
+        return out
+
+
+CHANNELS: dict[str, type[Channel]] = {}
+
+
+def register_channel(cls: type[Channel]) -> type[Channel]:
+    """Make a channel class available by its ``kind`` in retriever configs."""
+    CHANNELS[cls.kind] = cls
+    return cls
+
+
+for _cls in (PopularityChannel, TransitionChannel, EaseChannel, SemanticChannel):
+    register_channel(_cls)
+
+
+def channel_kinds() -> str:
+    """Names of the registered channel kinds (for messages)."""
+    return ", ".join(sorted(CHANNELS))
