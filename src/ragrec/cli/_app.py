@@ -75,10 +75,14 @@ def _main(
     )
 
 
-def _cache_dir(explicit: str | None) -> Path | None:
-    """The dataset cache: the option, else RAGREC_CACHE_DIR, else the library default."""
-    value = explicit or os.environ.get("RAGREC_CACHE_DIR")
-    return Path(value) if value else None
+def _cache_root() -> Path:
+    """Where the CLI caches datasets and embeddings: $RAGREC_CACHE_DIR or ~/.cache/ragrec."""
+    value = os.environ.get("RAGREC_CACHE_DIR")
+    return Path(value) if value else Path.home() / ".cache" / "ragrec"
+
+
+def _dataset_dir(explicit: str | None) -> Path:
+    return Path(explicit) if explicit else _cache_root() / "datasets"
 
 
 @data_app.command("download")
@@ -86,7 +90,8 @@ def _cache_dir(explicit: str | None) -> Path | None:
 def data_download(
     name: Annotated[str, typer.Argument(help="Dataset name: movielens-small.")] = "movielens-small",
     dest: Annotated[
-        str | None, typer.Option("--dest", help="Cache folder (default ~/.cache/ragrec/datasets).")
+        str | None,
+        typer.Option("--dest", help="Folder to cache it in (default $RAGREC_CACHE_DIR/datasets)."),
     ] = None,
     source: Annotated[
         str | None,
@@ -99,7 +104,7 @@ def data_download(
 
     path = download_dataset(
         name,
-        dest=_cache_dir(dest),
+        dest=_dataset_dir(dest),
         source=Path(source) if source else None,
         force=force,
     )
@@ -110,7 +115,7 @@ def _resolve_data(path: str, cache_dir: str | None) -> Path:
     from ragrec.data import DATASETS, download_dataset
 
     if path in DATASETS and not Path(path).exists():
-        return download_dataset(path, dest=_cache_dir(cache_dir))
+        return download_dataset(path, dest=_dataset_dir(cache_dir))
     return Path(path)
 
 
@@ -148,7 +153,10 @@ def eval_cmd(
         str | None, typer.Option(help="MovieLens folder or dataset name (movielens-small).")
     ] = None,
     protocol: Annotated[str | None, typer.Option(help="Evaluation protocol: llamarec.")] = None,
-    ranker: Annotated[str | None, typer.Option(help="Ranker: popularity, random.")] = None,
+    ranker: Annotated[
+        str | None,
+        typer.Option(help="Ranker: popularity, random, retrieval, transition, ease, semantic."),
+    ] = None,
     split: Annotated[str | None, typer.Option(help="validation | test")] = None,
     out_dir: Annotated[
         str, typer.Option("--out", help="Report folder (summary.json, users.jsonl).")
@@ -159,6 +167,10 @@ def eval_cmd(
     limit_users: Annotated[int | None, typer.Option(help="Only the first N users.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
     config: Annotated[str | None, typer.Option(help="TOML configuration file.")] = None,
+    cache_dir: Annotated[
+        str | None,
+        typer.Option(help="Embedding cache (default $RAGREC_CACHE_DIR or ~/.cache/ragrec)."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Evaluate a ranker offline and write a report folder."""
@@ -186,6 +198,13 @@ def eval_cmd(
         rk_config["seed"] = seed
     elif ec.ranker == "random":
         rk_config.setdefault("seed", ec.seed)
+    cache = cache_dir or str(_cache_root())
+    if ec.ranker == "retrieval":
+        retriever = dict(rk_config.get("retriever", {}))
+        retriever.setdefault("cache_dir", cache)
+        rk_config["retriever"] = retriever
+    elif ec.ranker in ("transition", "ease", "semantic"):
+        rk_config.setdefault("cache_dir", cache)
     model = make_ranker(ec.ranker, rk_config)
     ml = load_movielens(
         _resolve_data(cfg.data.path, cfg.data.cache_dir), on_invalid=cfg.data.on_invalid

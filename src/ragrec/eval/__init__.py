@@ -2,6 +2,7 @@
 
 import functools
 
+from ragrec.eval._llm_ranker import LLMRanker, LLMRankerConfig
 from ragrec.eval._protocol import (
     PROTOCOLS,
     EvalCases,
@@ -48,6 +49,7 @@ from ragrec.eval.metrics import (
 )
 
 RANKERS["retrieval"] = (RetrievalRanker, RetrievalRankerConfig)
+RANKERS["llm"] = (LLMRanker, LLMRankerConfig)
 for _kind in ("transition", "ease", "semantic"):
     RANKERS[_kind] = (functools.partial(channel_ranker, _kind), ChannelRankerConfig)
 
@@ -62,6 +64,8 @@ __all__ = [
     "EvalCases",
     "EvalResult",
     "HitRate",
+    "LLMRanker",
+    "LLMRankerConfig",
     "Metric",
     "PopularityConfig",
     "PopularityRanker",

@@ -62,6 +62,14 @@ class Ranker(ABC):
     def score(self, batch: UserBatch) -> np.ndarray:
         """Scores of shape ``(len(batch), len(catalog))``; higher ranks first."""
 
+    def tune(self, data: Any) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Optional: fit settings on the protocol's validation split after :meth:`fit`
+        (the LLM blend weight). Called by the runner when evaluating the test split."""
+
+    def report(self) -> dict[str, Any]:
+        """Optional: facts about the run (model, backend, fitted weights) for reports."""
+        return {}
+
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

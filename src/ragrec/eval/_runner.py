@@ -194,6 +194,8 @@ def evaluate(
     start = time.perf_counter()
     if fit:
         ranker.fit(data.catalog, data.fit_rows(split))
+        if split == "test":  # fit on validation, never on the split being scored
+            ranker.tune(data)
     fitted = time.perf_counter()
     ranks = np.empty(len(cases), dtype=np.int64)
     for lo in range(0, len(cases), batch_size):
@@ -226,7 +228,7 @@ def evaluate(
         metrics=values,
         seconds={"fit": fitted - start, "score": done - fitted, "total": done - start},
         environment=collect_environment(seed=seed, device=ranker.device),
-        config=config_dump,
+        config={**config_dump, **ranker.report()},
     )
 
 

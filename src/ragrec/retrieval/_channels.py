@@ -239,7 +239,9 @@ class TransitionChannel(DenseChannel):
             recent = q.history[::-1][: cfg.last_items]
             for j, pos in enumerate(recent):
                 weights[row, pos] += cfg.recency_decay**j
-        return np.asarray((weights.tocsr() @ self._t).todense(), dtype=np.float64)
+        scores = np.asarray((weights.tocsr() @ self._t).todense(), dtype=np.float64)
+        scores[scores <= 0] = -np.inf  # no observed transition: no evidence, not proposed
+        return scores
 
 
 class EaseConfig(ChannelConfig):
@@ -358,7 +360,9 @@ class SemanticChannel(Channel):
     def search_vectors(self, queries: Sequence[RetrievalQuery]) -> list[np.ndarray | None]:
         """Per query, the vector searched (profile, query text, or their mix)."""
         texts = [q.text for q in queries if q.text]
-        encoded = iter(self._emb.embedder.encode(texts)) if texts else iter(())
+        # Free-text queries bypass the embedding cache: they rarely repeat and would grow it.
+        embedder = getattr(self._emb.embedder, "inner", self._emb.embedder)
+        encoded = iter(embedder.encode(texts)) if texts else iter(())
         out: list[np.ndarray | None] = []
         for q in queries:
             prof = self.profile(q)

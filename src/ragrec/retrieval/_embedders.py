@@ -220,18 +220,26 @@ class CachedEmbedder:
         return self.inner.name
 
     @property
+    def namespace(self) -> str:
+        """Cache namespace: the model plus the settings that change its vectors."""
+        seq = getattr(getattr(self.inner, "config", None), "max_seq_length", None)
+        return f"{self.inner.name}@{seq}" if seq is not None else self.inner.name
+
+    @property
     def dim(self) -> int:
         return self.inner.dim
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise ConfigError("encode takes a list of texts, got one string; wrap it in a list")
         keys = [EmbeddingCache.key(t) for t in texts]
-        found = self.cache.get(self.name, sorted(set(keys)))
+        found = self.cache.get(self.namespace, sorted(set(keys)))
         missing = sorted({k for k in keys if k not in found})
         if missing:
             by_key = dict(zip(keys, texts, strict=True))
             vectors = self.inner.encode([by_key[k] for k in missing])
             fresh = dict(zip(missing, vectors, strict=True))
-            self.cache.put(self.name, fresh)
+            self.cache.put(self.namespace, fresh)
             found.update(fresh)
             self.computed += len(missing)
         if not keys:

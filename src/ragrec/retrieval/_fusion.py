@@ -55,6 +55,12 @@ class ChannelWeights:
         for name, w in self.global_weights.items():
             if not np.isfinite(w) or w < 0:
                 raise ConfigError(f"channel weight {name}={w} must be a finite number >= 0")
+        for user, weights in self.per_user.items():
+            for name, w in weights.items():
+                if not np.isfinite(w) or w < 0:
+                    raise ConfigError(
+                        f"channel weight {name}={w} for user {user} must be a finite number >= 0"
+                    )
         object.__setattr__(self, "global_weights", MappingProxyType(dict(self.global_weights)))
         object.__setattr__(
             self,
@@ -102,7 +108,7 @@ class ChannelWeights:
         try:
             raw = json.loads(text)
             return cls(raw["global"], raw.get("per_user", {}))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"channel weights: not valid weights JSON ({exc})") from exc
 
 
@@ -128,9 +134,12 @@ def fuse(
         scores = lst.scores
         if config.method == "score":
             lo, hi = float(scores.min()), float(scores.max())
-            norm = (scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores)
+            if hi > lo:
+                norm = np.asarray((scores - lo) / (hi - lo), dtype=np.float64)
+            else:  # one value throughout: full credit if positive, none if it is no evidence
+                norm = np.full_like(scores, 1.0 if hi > 0 else 0.0)
         else:
-            norm = 1.0 / (config.rrf_k + np.arange(1, len(scores) + 1))
+            norm = np.asarray(1.0 / (config.rrf_k + np.arange(1, len(scores) + 1)), np.float64)
         for rank, (pos, s, ns) in enumerate(
             zip(lst.positions.tolist(), scores.tolist(), norm.tolist(), strict=True), start=1
         ):

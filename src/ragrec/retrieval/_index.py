@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+_SERIAL_BELOW = 20  # FAISS CPU searches of fewer queries run on one OpenMP thread
 
 
 class VectorIndexError(RagrecError):
@@ -418,7 +419,9 @@ class FaissIndex(VectorIndex):
         ivf.train(vectors)
         ivf.nprobe = min(self.config.ivf_nprobe, nlist)
         self._ivf_quantizer = quantizer
-        self._index = self._to_device(faiss.IndexIDMap2(ivf))
+        # IVF stores our labels itself; under IndexIDMap2, remove_ids would compact the id
+        # map but not the ids held in the inverted lists, so later hits map to wrong items.
+        self._index = self._to_device(ivf)
 
     def _add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         if self._index is None:
@@ -454,7 +457,19 @@ class FaissIndex(VectorIndex):
         return 0 if self._index is None else int(self._index.ntotal)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        sims, labels = self._index.search(queries, k)
+        if self.device != "cpu" or len(queries) >= _SERIAL_BELOW:
+            sims, labels = self._index.search(queries, k)
+            return labels, sims
+        # A few queries gain nothing from OpenMP (HNSW and IVF search each query on one
+        # thread) and the flat scan loses: its parallel scan of one query ran 2-4x slower
+        # than one thread on a busy 2-core machine. The setting is per calling thread.
+        faiss = self._faiss
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            sims, labels = self._index.search(queries, k)
+        finally:
+            faiss.omp_set_num_threads(threads)
         return labels, sims
 
     def memory_bytes(self) -> int:
@@ -479,6 +494,13 @@ class FaissIndex(VectorIndex):
             self._index = None
             return
         index = self._faiss.read_index(str(path))
+        # The file holds the search breadth it was saved with; the config given to
+        # load_index decides it now.
+        if self.kind == "hnsw":
+            self._faiss.downcast_index(index.index).hnsw.efSearch = self.config.hnsw_ef_search
+        elif self.kind == "ivf":
+            ivf = self._faiss.extract_index_ivf(index)
+            ivf.nprobe = min(self.config.ivf_nprobe, ivf.nlist)
         self._index = self._to_device(index)
 
 

@@ -57,8 +57,9 @@ def _default_channels() -> list[ChannelSpec]:
     return [
         ChannelSpec(kind="transition", weight=1.0),
         ChannelSpec(kind="ease", weight=0.5),
-        ChannelSpec(kind="semantic", weight=0.1),
-        ChannelSpec(kind="popularity", weight=0.05),
+        ChannelSpec(kind="semantic", weight=0.3),
+        # A small weight: it orders cold-start lists and barely moves warm ones.
+        ChannelSpec(kind="popularity", weight=0.01),
     ]
 
 
@@ -123,11 +124,11 @@ class Retriever:
     def embedder(self) -> Embedder:
         """The text embedder (built on first use)."""
         if self._embedder is None:
-            inner = make_embedder(self.config.embedder)
-            if self.config.cache_dir:
-                cache = EmbeddingCache(Path(self.config.cache_dir) / "embeddings.sqlite")
-                inner = CachedEmbedder(inner, cache)
-            self._embedder = inner
+            self._embedder = make_embedder(self.config.embedder)
+        # A shared embedder is cached too: cache_dir must not be ignored silently.
+        if self.config.cache_dir and not isinstance(self._embedder, CachedEmbedder):
+            cache = EmbeddingCache(Path(self.config.cache_dir) / "embeddings.sqlite")
+            self._embedder = CachedEmbedder(self._embedder, cache)
         return self._embedder
 
     def fit(self, catalog: Catalog, interactions: Interactions) -> Retriever:

@@ -1,0 +1,205 @@
+"""Verbalizer re-ranking of labelled candidates, and the blend with retrieval scores."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragrec.errors import ConfigError, RagrecError
+from ragrec.generation._base import Generator
+from ragrec.prompting import PromptBuilder, RenderedPrompt
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LLMScores", "RerankConfig", "VerbalizerRanker", "blend_scores", "fit_blend_weight"]
+
+
+class RerankConfig(BaseModel):
+    """Configuration of :class:`VerbalizerRanker`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    permutations: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="Candidate orders scored and averaged (cancels position bias; costs "
+        "one forward pass each).",
+    )
+    blend_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of the LLM in the final score (0: retrieval order). Fit it on "
+        "validation data with fit_blend_weight; the evaluation runner does.",
+    )
+
+
+@dataclass(frozen=True)
+class LLMScores:
+    """The LLM's view of one candidate list.
+
+    Attributes:
+        item_ids: Candidates in retrieval order.
+        logprobs: Per candidate, its label log-probability averaged over permutations
+            (renormalised over the labels shown); all zeros when ``degraded``.
+        prompts: The rendered prompts (one per permutation).
+        seconds: Wall time.
+        degraded: True when the backend failed and no LLM scores exist.
+        reason: Why it degraded.
+    """
+
+    item_ids: tuple[Any, ...]
+    logprobs: np.ndarray
+    prompts: tuple[RenderedPrompt, ...]
+    seconds: float
+    degraded: bool = False
+    reason: str | None = None
+
+
+class VerbalizerRanker:
+    """Scores candidates by the next-token log-probability of their label (one forward
+    pass per permutation, every candidate scored, no invalid output possible).
+
+    Args:
+        generator: The LLM backend.
+        builder: Renders prompts with the generator's tokenizer.
+        config: Permutations and blend weight.
+    """
+
+    def __init__(
+        self, generator: Generator, builder: PromptBuilder, config: RerankConfig | None = None
+    ) -> None:
+        self.generator = generator
+        self.builder = builder
+        self.config = config or RerankConfig()
+
+    def prompts(
+        self,
+        *,
+        user_key: Any,
+        history: Sequence[tuple[Any, str]],
+        candidates: Sequence[tuple[Any, str]],
+        query: str | None = None,
+    ) -> tuple[list[RenderedPrompt], list[np.ndarray]]:
+        """The prompts (one per permutation) and each one's candidate order."""
+        orders = [
+            self.builder.order(user_key, len(candidates), p)
+            for p in range(self.config.permutations)
+        ]
+        prompts = [
+            self.builder.render(
+                history=history, candidates=[candidates[i] for i in order], query=query
+            )
+            for order in orders
+        ]
+        return prompts, orders
+
+    def score_batch(
+        self,
+        requests: Sequence[dict[str, Any]],
+    ) -> list[LLMScores]:
+        """Score several candidate lists; each request has the keyword arguments of
+        :meth:`prompts`. A backend failure degrades every request of the batch (flagged)
+        instead of raising."""
+        start = time.perf_counter()
+        rendered = [self.prompts(**r) for r in requests]
+        flat = [p for prompts, _ in rendered for p in prompts]
+        try:
+            logprobs = self.generator.label_logprobs(flat)
+        except (RagrecError, RuntimeError, OSError, TimeoutError) as exc:
+            seconds = time.perf_counter() - start
+            logger.warning("LLM ranking degraded to retrieval order: %s", exc)
+            return [
+                LLMScores(
+                    tuple(i for i, _ in r["candidates"]),
+                    np.zeros(len(r["candidates"])),
+                    tuple(prompts),
+                    seconds,
+                    degraded=True,
+                    reason=f"{type(exc).__name__}: {exc}",
+                )
+                for r, (prompts, _) in zip(requests, rendered, strict=True)
+            ]
+        seconds = time.perf_counter() - start
+        out = []
+        row = 0
+        for r, (prompts, orders) in zip(requests, rendered, strict=True):
+            n = len(r["candidates"])
+            total = np.zeros(n)
+            for order in orders:
+                # the candidate shown under label j is candidates[order[j]]
+                total[order] += logprobs[row, :n]
+                row += 1
+            out.append(
+                LLMScores(
+                    tuple(i for i, _ in r["candidates"]),
+                    total / len(orders),
+                    tuple(prompts),
+                    seconds / max(1, len(requests)),
+                )
+            )
+        return out
+
+
+def _zscore(values: np.ndarray) -> np.ndarray:
+    std = float(values.std())
+    return (values - values.mean()) / std if std > 1e-12 else np.zeros_like(values)
+
+
+def blend_scores(retrieval: np.ndarray, llm: np.ndarray, weight: float) -> np.ndarray:
+    """``(1 - w) * z(retrieval) + w * z(llm)``, z-scored within the list.
+
+    With ``w = 0`` the order is the retrieval order; with ``w = 1`` the LLM's.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"blend weight {weight} must be in [0, 1]")
+    retrieval = np.asarray(retrieval, dtype=np.float64)
+    llm = np.asarray(llm, dtype=np.float64)
+    if retrieval.shape != llm.shape:
+        raise ConfigError(f"retrieval scores {retrieval.shape} and LLM scores {llm.shape} differ")
+    # Ties in the blend keep retrieval order through a tiny rank-based tie-break.
+    tie = -np.arange(len(retrieval)) * 1e-9
+    return (1 - weight) * _zscore(retrieval) + weight * _zscore(llm) + tie
+
+
+def fit_blend_weight(
+    retrieval: Sequence[np.ndarray],
+    llm: Sequence[np.ndarray],
+    targets: Sequence[int],
+    *,
+    grid: Sequence[float] = tuple(np.round(np.linspace(0, 1, 21), 2)),
+    k: int = 10,
+) -> tuple[float, dict[float, float]]:
+    """The blend weight with the best mean NDCG@k on held-out lists.
+
+    Args:
+        retrieval: Per list, retrieval scores in retrieval order.
+        llm: Per list, LLM log-probabilities aligned with ``retrieval``.
+        targets: Per list, the index of the held-out item, or -1 when it is not in the
+            list (counts as 0 for every weight).
+        grid: Weights tried; ties go to the smaller weight (closer to retrieval).
+        k: NDCG cutoff.
+
+    Returns:
+        The best weight and the NDCG@k of every weight tried.
+    """
+    table: dict[float, float] = {}
+    for w in grid:
+        gains = []
+        for ret, lm, t in zip(retrieval, llm, targets, strict=True):
+            if t < 0:
+                gains.append(0.0)
+                continue
+            scores = blend_scores(ret, lm, float(w))
+            rank = 1 + int((scores > scores[t]).sum())
+            gains.append(1.0 / np.log2(rank + 1) if rank <= k else 0.0)
+        table[float(w)] = float(np.mean(gains)) if gains else 0.0
+    best = max(table, key=lambda w: (table[w], -w))
+    return best, table

