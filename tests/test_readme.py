@@ -17,11 +17,12 @@ def test_readme_python_example_runs(ml_small_path: Path) -> None:
     assert blocks, "README.md has no Python example"
     here = Path.cwd()
     os.chdir(REPO)  # the example uses the path ../shared/data/... from the repository root
+    namespace: dict[str, object] = {}  # blocks build on each other, as in a session
     try:
         for block in blocks:
             printed = io.StringIO()
             with contextlib.redirect_stdout(printed):
-                exec(compile(block, "README.md", "exec"), {})
+                exec(compile(block, "README.md", "exec"), namespace)
             for shown in re.findall(r"# \{'ndcg@10': ([0-9.]+)", block):
                 assert shown.rstrip(".") in printed.getvalue()
     finally:
