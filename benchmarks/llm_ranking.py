@@ -168,11 +168,10 @@ def main() -> None:
     retrieval_ndcg = float(np.mean([_ndcg_at_10(list(range(20)), t) for *_, t in picked]))
     rows.append(("retrieval order (no LLM)", retrieval_ndcg, 0.0, 0.0, float("nan"), ""))
 
-    print(
-        f"\n{'system':40} {'ndcg@10':>8} {'invalid':>8} {'s/user p50':>10} {'floor/actual':>12} notes"
-    )
+    head = f"{'system':38} {'ndcg@10':>8} {'invalid':>8} {'s/user p50':>10} {'floor/actual':>12}"
+    print(f"\n{head} notes")
     for label, ndcg, inv, sec, frac, note in rows:
-        print(f"{label:40} {ndcg:8.4f} {inv:8.2%} {sec:10.3f} {frac:12.2%} {note}")
+        print(f"{label:38} {ndcg:8.4f} {inv:8.2%} {sec:10.3f} {frac:12.2%} {note}")
     speedup = rows[3][3] / rows[0][3] if rows[0][3] else float("nan")
     print(f"\nverbalizer (prefix cache) is {speedup:.1f}x faster per user than listwise generation")
 
