@@ -1,10 +1,12 @@
 """Embedding throughput of the default embedder, and the cost of re-indexing with a cache.
 
     .venv/bin/python benchmarks/embedding_speed.py [--data ../shared/data/ml-latest-small]
-        [--batch-sizes 16,64,128] [--changed 0.01] [--limit N] [--seed 0]
+        [--batch-sizes 16,64,128] [--torch-threads 2,1] [--rounds 4] [--changed 0.01]
+        [--limit N] [--seed 0]
 
 Item texts are the ml-latest-small catalog rendered by ``item_texts`` (default template).
-Throughput encodes every text once per batch size (model loaded and warmed up first).
+Throughput encodes every text once per batch size (models loaded and warmed up first), in
+interleaved slices.
 Re-indexing embeds the catalog through a ``CachedEmbedder`` and builds the default index:
 cold (empty cache in a temp folder), warm (same texts: nothing may be computed), and with a
 fraction of the texts changed. Wall-clock figures are printed, never asserted; the cache
@@ -35,20 +37,37 @@ from ragrec.retrieval import (
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/ml-latest-small"
 
 
-def throughput(texts: list[str], batch_sizes: list[int]) -> list[tuple[int, float]]:
-    """Seconds to encode ``texts`` once per batch size."""
-    rows = []
-    for batch in batch_sizes:
-        embedder = SentenceTransformerEmbedder(EmbedderConfig(batch_size=batch))
-        embedder.encode(texts[: 2 * batch])  # loads the model and warms it up
-        start = time.perf_counter()
-        vectors = embedder.encode(texts)
-        seconds = time.perf_counter() - start
-        if vectors.shape != (len(texts), embedder.dim):
-            raise SystemExit(f"batch {batch}: got vectors {vectors.shape} for {len(texts)} texts")
-        print(f"  batch {batch}: {seconds:.1f} s", file=sys.stderr, flush=True)
-        rows.append((batch, seconds))
-    return rows
+def throughput(
+    texts: list[str], batch_sizes: list[int], threads: list[int], *, rounds: int, seed: int
+) -> dict[tuple[int, int], float]:
+    """Seconds to encode ``texts`` once per (batch size, torch threads).
+
+    The texts are shuffled and cut into ``rounds`` slices; each slice is encoded by every
+    setting in turn, so that drifting load from other processes hits all settings alike.
+    """
+    import torch
+
+    default_threads = torch.get_num_threads()
+    embedders = [SentenceTransformerEmbedder(EmbedderConfig(batch_size=b)) for b in batch_sizes]
+    for embedder in embedders:
+        embedder.encode(texts[: 2 * embedder.config.batch_size])  # load and warm up
+    order = np.random.default_rng(seed).permutation(len(texts))
+    seconds = {(b, t): 0.0 for b in batch_sizes for t in threads}
+    try:
+        for r, part in enumerate(np.array_split(order, rounds)):
+            chunk = [texts[i] for i in part]
+            for t in threads:
+                torch.set_num_threads(t)
+                for embedder in embedders:
+                    start = time.perf_counter()
+                    vectors = embedder.encode(chunk)
+                    seconds[embedder.config.batch_size, t] += time.perf_counter() - start
+                    if vectors.shape != (len(chunk), embedder.dim):
+                        raise SystemExit(f"got vectors {vectors.shape} for {len(chunk)} texts")
+            print(f"  throughput round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+    finally:
+        torch.set_num_threads(default_threads)
+    return seconds
 
 
 def reindex(
@@ -76,6 +95,15 @@ def main() -> None:
     )
     parser.add_argument("--limit", type=int, default=None, help="Use only the first N items.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="Interleaved slices for the throughput runs."
+    )
+    parser.add_argument(
+        "--torch-threads",
+        default="",
+        help="Torch thread counts to compare in the throughput table, e.g. 2,1 "
+        "(default: torch's own setting only; re-indexing always uses it).",
+    )
     args = parser.parse_args()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
 
@@ -89,7 +117,7 @@ def main() -> None:
     lengths = np.array([len(t) for t in texts])
     probe = SentenceTransformerEmbedder()
     model = probe._load()
-    tokens = [len(t) for t in model.tokenizer(texts[:2000])["input_ids"]]
+    tokens = [len(t) for t in model.tokenizer(texts[:2000], verbose=False)["input_ids"]]
     print(
         f"{probe.name} on {probe.device} (torch {torch.__version__}, {torch.get_num_threads()} "
         f"threads, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}); "
@@ -99,11 +127,17 @@ def main() -> None:
     )
     del probe, model
 
-    print(f"\n## Embedding throughput ({len(texts)} texts, one encode call per batch size)")
-    print(f"{'batch':>6} {'seconds':>9} {'texts/s':>9}")
-    print("-" * 26)
-    for batch, seconds in throughput(texts, batch_sizes):
-        print(f"{batch:>6} {seconds:9.2f} {len(texts) / seconds:9.1f}")
+    print(
+        f"\n## Embedding throughput ({len(texts)} texts in {args.rounds} interleaved slices "
+        "per setting)"
+    )
+    print(f"{'batch':>6} {'threads':>8} {'seconds':>9} {'texts/s':>9}")
+    print("-" * 35)
+    threads = [int(t) for t in args.torch_threads.split(",") if t] or [torch.get_num_threads()]
+    timings = throughput(texts, batch_sizes, threads, rounds=args.rounds, seed=args.seed)
+    for (batch, n_threads), seconds in timings.items():
+        print(f"{batch:>6} {n_threads:>8} {seconds:9.2f} {len(texts) / seconds:9.1f}")
+    print(f"load average {os.getloadavg()[0]:.2f}")
     sys.stdout.flush()
 
     rng = np.random.default_rng(args.seed)
@@ -146,7 +180,10 @@ def main() -> None:
         )
         if not identical:
             failures.append(f"{label}: vectors of unchanged texts differ from the cold run")
-    print(f"cache file {db_bytes / (1 << 20):.1f} MB after all runs")
+    print(
+        f"cache file {db_bytes / (1 << 20):.1f} MB after all runs; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     warm_computed = results[1][2]
     if warm_computed:
         failures.append(f"warm run computed {warm_computed} texts; expected 0")

@@ -1,7 +1,8 @@
 """Retrieval speed and memory: numpy exact vs FAISS flat / HNSW / IVF, side by side.
 
     .venv/bin/python benchmarks/retrieval_speed.py [--sizes 10000,1000000] [--dim 384]
-        [--queries 1000] [--k 50] [--seed 0] [--user-queries 200]
+        [--queries 1000] [--k 50] [--seed 0] [--user-queries 200] [--kinds numpy,flat,hnsw,ivf]
+        [--ef-search 128,256,512] [--ivf-nprobe 16,32,64]
 
 Synthetic unit-length float32 vectors drawn from a mixture of Gaussian clusters (queries from
 the same mixture). For each size every index is built in the same process and measured:
@@ -9,6 +10,7 @@ build seconds, index memory (``memory_bytes()``) and the process RSS delta of th
 /proc/self/statm), per-user latency p50/p95 (single-query ``VectorIndex.search`` calls), batch
 throughput (all queries in one call), recall@k and recall@100 against the numpy exact
 reference, and the Python cost of the public search wrapper over the raw backend call.
+Optionally, HNSW efSearch and IVF nprobe are then swept on the same indexes.
 Progress goes to stderr; tables to stdout. Wall-clock figures are printed, never asserted.
 """
 
@@ -83,7 +85,7 @@ def chunk_rows(n_items: int, budget_bytes: int) -> int:
 
 
 def search_ids(index: VectorIndex, queries: np.ndarray, k: int, rows: int) -> np.ndarray:
-    """Ids of the top ``k`` per query through the public search, ``rows`` queries per call."""
+    """Ids of the top ``k`` per query via the public search, ``rows`` queries per call."""
     parts = [index.search(queries[lo : lo + rows], k).ids for lo in range(0, len(queries), rows)]
     found = np.concatenate(parts)
     found[found == None] = -1  # noqa: E711 (rows short of k hits are padded with None)
@@ -291,10 +293,70 @@ def run_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> None
         f"nprobe={hnsw_cfg.ivf_nprobe}; numpy batch in calls of {rows_numpy} queries; "
         f"raw = bare backend search for k+8={args.k + 8} on other queries; wrap us = median "
         "Python cost of VectorIndex.search per single query (backend answer replayed); "
-        f"peak RSS {peak_rss_bytes() / (1 << 30):.2f} GiB"
+        f"peak RSS {peak_rss_bytes() / (1 << 30):.2f} GiB; load average {os.getloadavg()[0]:.2f}"
     )
     print_table(n, args, results, note)
     sys.stdout.flush()
+    sweeps = [("hnsw", "efSearch", args.ef_search), ("ivf", "nprobe", args.ivf_nprobe)]
+    if any(kind in indexes and kind in kinds and values for kind, _, values in sweeps):
+        print(f"\n## {n:,} items: search-breadth sweep (same indexes, k={args.k})")
+        header = (
+            f"{'index':20} {'p50 ms':>8} {'p95 ms':>8} {'batch q/s':>10} "
+            f"{f'rec@{args.k}':>8} {'rec@100':>8}"
+        )
+        print(header)
+        print("-" * len(header))
+        for kind, param, values in sweeps:
+            if kind not in indexes or kind not in kinds:
+                continue
+            index = indexes[kind][0]
+            for value in (int(v) for v in values.split(",") if v):
+                log(f"size {n:,}: {kind} {param}={value}")
+                set_breadth(index, value)
+                p50, p95, qps, rec_k, rec_100 = sweep_point(
+                    index, queries=queries, k=args.k, user_queries=args.user_queries, truth=truth
+                )
+                print(
+                    f"{f'{kind} {param}={value}':20} {p50:8.3f} {p95:8.3f} {qps:10.0f} "
+                    f"{rec_k:8.4f} {rec_100:8.4f}"
+                )
+                sys.stdout.flush()
+        print(f"load average {os.getloadavg()[0]:.2f}")
+
+
+def set_breadth(index: VectorIndex, value: int) -> None:
+    """Set efSearch (HNSW) or nprobe (IVF) on a built FaissIndex."""
+    if not isinstance(index, FaissIndex):
+        raise TypeError(f"{type(index).__name__} has no search breadth")
+    faiss = index._faiss
+    if index.kind == "hnsw":
+        faiss.downcast_index(index._index.index).hnsw.efSearch = value
+    else:
+        ivf = faiss.extract_index_ivf(index._index)
+        ivf.nprobe = min(value, ivf.nlist)
+
+
+def sweep_point(
+    index: VectorIndex, *, queries: np.ndarray, k: int, user_queries: int, truth: np.ndarray
+) -> tuple[float, float, float, float, float]:
+    """Single-query p50/p95 ms, batch queries/s, recall@k and recall@100."""
+    times = []
+    for q in queries[:user_queries]:
+        t0 = time.perf_counter()
+        index.search(q[None, :], k)
+        times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1e3
+    t0 = time.perf_counter()
+    found_k = search_ids(index, queries, k, len(queries))
+    qps = len(queries) / (time.perf_counter() - t0)
+    found_100 = search_ids(index, queries, RECALL_DEPTH, len(queries))
+    return (
+        float(np.percentile(ms, 50)),
+        float(np.percentile(ms, 95)),
+        qps,
+        recall(found_k, truth[:, :k]),
+        recall(found_100, truth[:, :RECALL_DEPTH]),
+    )
 
 
 def _ivf_nlist(indexes: dict[str, tuple[VectorIndex, float, int]]) -> str:
@@ -318,6 +380,14 @@ def main() -> None:
         "--spread", type=float, default=1.0, help="Noise norm relative to the centre norm."
     )
     parser.add_argument("--kinds", default=",".join(KINDS), help="Indexes to measure.")
+    parser.add_argument(
+        "--ef-search",
+        default="",
+        help="HNSW efSearch values to sweep after the main table, e.g. 128,256,512.",
+    )
+    parser.add_argument(
+        "--ivf-nprobe", default="", help="IVF nprobe values to sweep, e.g. 16,32,64."
+    )
     parser.add_argument(
         "--numpy-budget-mb",
         type=int,

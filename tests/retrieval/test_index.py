@@ -405,9 +405,9 @@ class TestHnswMasking:
 
 
 def test_auto_kind_follows_the_size_rule() -> None:
-    cfg = IndexConfig(kind="auto", auto_hnsw_min_items=1000)
+    cfg = IndexConfig(kind="auto", auto_approx_min_items=1000)
     assert make_index(8, cfg, expected_items=999).kind == "flat"
-    assert make_index(8, cfg, expected_items=1000).kind == "hnsw"
+    assert make_index(8, cfg, expected_items=1000).kind == "ivf"
     assert make_index(8).kind == "flat"
     assert isinstance(make_index(8, IndexConfig(backend="numpy")), NumpyIndex)
     assert isinstance(make_index(8), FaissIndex)

@@ -12,7 +12,7 @@ from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
 from ragrec.eval._protocol import ProtocolData
 from ragrec.eval._rankers import Ranker, UserBatch
-from ragrec.generation import GeneratorConfig, make_generator
+from ragrec.generation import Generator, GeneratorConfig, make_generator
 from ragrec.generation._rerank import RerankConfig, VerbalizerRanker, blend_scores, fit_blend_weight
 from ragrec.prompting import PromptBuilder, PromptConfig
 from ragrec.retrieval import RetrievalQuery, Retriever, RetrieverConfig
@@ -50,10 +50,12 @@ class LLMRanker(Ranker):
 
     name = "llm"
 
-    def __init__(self, config: LLMRankerConfig | None = None) -> None:
+    def __init__(
+        self, config: LLMRankerConfig | None = None, *, generator: Generator | None = None
+    ) -> None:
         self.config = config or LLMRankerConfig()
         self.retriever = Retriever(self.config.retriever)
-        self.generator = make_generator(self.config.generator)
+        self.generator = generator or make_generator(self.config.generator)
         self._ranker: VerbalizerRanker | None = None
         self.blend_weight = self.config.rerank.blend_weight
         self.blend_table: dict[float, float] = {}
@@ -71,6 +73,7 @@ class LLMRanker(Ranker):
     def fit(self, catalog: Catalog, interactions: Interactions) -> LLMRanker:
         self.retriever.fit(catalog, interactions)
         self._catalog = catalog
+        self.degraded = self.scored = 0
         return self
 
     def tune(self, data: ProtocolData) -> None:
@@ -81,7 +84,7 @@ class LLMRanker(Ranker):
         if self.config.blend_users is not None:
             cases = cases.head(self.config.blend_users)
         batch = UserBatch(cases.user_ids, cases.histories, cases.ratings)
-        lists = self._rerank_lists(batch)
+        lists = self._rerank(*self._retrieve(batch, self.config.n_candidates))
         retrieval, llm, targets = [], [], []
         for (positions, ret_scores, llm_scores), target in zip(lists, cases.targets, strict=True):
             hits = np.flatnonzero(positions == target)
@@ -91,44 +94,42 @@ class LLMRanker(Ranker):
         self.blend_weight, self.blend_table = fit_blend_weight(retrieval, llm, targets)
         logger.info("blend weight fit on %d validation users: %s", len(cases), self.blend_weight)
 
-    def _rerank_lists(self, batch: UserBatch) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        catalog = self._catalog
+    def _retrieve(self, batch: UserBatch, k: int) -> tuple[list[RetrievalQuery], list[Any]]:
+        ratings = batch.ratings or tuple(np.empty(0) for _ in batch.histories)
         queries = [
             RetrievalQuery(u, h, r if len(r) == len(h) else None)
-            for u, h, r in zip(
-                batch.user_ids,
-                batch.histories,
-                batch.ratings or tuple(np.empty(0) for _ in batch.histories),
-                strict=True,
-            )
+            for u, h, r in zip(batch.user_ids, batch.histories, ratings, strict=True)
         ]
-        results = self.retriever.retrieve_batch(queries, k=self.config.n_candidates)
+        return queries, self.retriever.retrieve_batch(queries, k=k)
+
+    def _rerank(
+        self, queries: list[RetrievalQuery], results: list[Any]
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """LLM scores for each result's top ``n_candidates``."""
+        catalog = self._catalog
+        n = self.config.n_candidates
         requests = []
         for q, res in zip(queries, results, strict=True):
             hist = [(catalog.item_ids[p], str(catalog.titles[p])) for p in q.history]
-            cands = [(c.item_id, c.title) for c in res.candidates]
+            cands = [(c.item_id, c.title) for c in res.candidates[:n]]
             requests.append({"user_key": q.user_id, "history": hist, "candidates": cands})
         scored = self.ranker.score_batch(requests) if requests else []
         out = []
         for res, llm in zip(results, scored, strict=True):
             self.scored += 1
             self.degraded += int(llm.degraded)
-            out.append((res.positions, res.scores, llm.logprobs))
+            out.append((res.positions[:n], res.scores[:n], llm.logprobs))
         return out
 
     def score(self, batch: UserBatch) -> np.ndarray:
         if self.retriever.catalog is None:
             raise ConfigError("ranker 'llm' scored before fit(); call fit first")
-        n_items = len(self._catalog)
-        out = np.full((len(batch), n_items), -np.inf)
-        queries = [
-            RetrievalQuery(u, h) for u, h in zip(batch.user_ids, batch.histories, strict=True)
-        ]
-        deep = self.retriever.retrieve_batch(queries, k=self.config.depth)
+        out = np.full((len(batch), len(self._catalog)), -np.inf)
+        queries, deep = self._retrieve(batch, max(self.config.depth, self.config.n_candidates))
         for row, res in enumerate(deep):
             # deeper candidates keep retrieval order below every re-ranked one
             out[row, res.positions] = res.scores - res.scores.max() - 1.0 if len(res) else 0.0
-        for row, (positions, ret, llm) in enumerate(self._rerank_lists(batch)):
+        for row, (positions, ret, llm) in enumerate(self._rerank(queries, deep)):
             if len(positions):
                 blended = blend_scores(ret, llm, self.blend_weight)
                 out[row, positions] = 1000.0 + blended

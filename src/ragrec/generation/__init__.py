@@ -8,14 +8,31 @@ from ragrec.generation._base import (
     GeneratorConfig,
     renormalise,
 )
+from ragrec.generation._explain import ExplainConfig, Explainer, Explanation, ExplanationResult
 from ragrec.generation._factory import make_generator
+from ragrec.generation._rerank import (
+    LLMScores,
+    RerankConfig,
+    VerbalizerRanker,
+    blend_scores,
+    fit_blend_weight,
+)
 
 __all__ = [
     "BUNDLED_MODEL",
     "BackendError",
+    "ExplainConfig",
+    "Explainer",
+    "Explanation",
+    "ExplanationResult",
     "GenerationInfo",
     "Generator",
     "GeneratorConfig",
+    "LLMScores",
+    "RerankConfig",
+    "VerbalizerRanker",
+    "blend_scores",
+    "fit_blend_weight",
     "make_generator",
     "renormalise",
 ]

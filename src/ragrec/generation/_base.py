@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ragrec.errors import RagrecError
 from ragrec.prompting import RenderedPrompt, TokenizerLike
@@ -59,6 +59,15 @@ class GeneratorConfig(BaseModel):
     threads: int | None = Field(
         default=None, ge=1, description="torch CPU threads; None leaves torch's default."
     )
+
+    @model_validator(mode="after")
+    def _batching_needs_no_prefix_cache(self) -> GeneratorConfig:
+        if self.prefix_cache and self.batch_size > 1:
+            raise ValueError(
+                f"batch_size={self.batch_size} needs prefix_cache=false: prompts sharing a "
+                "cached prefix are scored one at a time"
+            )
+        return self
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ragrec.errors import ConfigError, RagrecError
 from ragrec.generation._base import Generator
-from ragrec.prompting import PromptBuilder, RenderedPrompt
+from ragrec.prompting import PromptBuilder, PromptTooLongError, RenderedPrompt
 
 logger = logging.getLogger(__name__)
 
@@ -106,45 +106,43 @@ class VerbalizerRanker:
         requests: Sequence[dict[str, Any]],
     ) -> list[LLMScores]:
         """Score several candidate lists; each request has the keyword arguments of
-        :meth:`prompts`. A backend failure degrades every request of the batch (flagged)
-        instead of raising."""
+        :meth:`prompts`. A backend failure degrades every request of the batch, and a
+        prompt that cannot fit its budget degrades its own request (flagged, with the
+        reason), instead of raising."""
         start = time.perf_counter()
-        rendered = [self.prompts(**r) for r in requests]
-        flat = [p for prompts, _ in rendered for p in prompts]
-        try:
-            logprobs = self.generator.label_logprobs(flat)
-        except (RagrecError, RuntimeError, OSError, TimeoutError) as exc:
-            seconds = time.perf_counter() - start
-            logger.warning("LLM ranking degraded to retrieval order: %s", exc)
-            return [
-                LLMScores(
-                    tuple(i for i, _ in r["candidates"]),
-                    np.zeros(len(r["candidates"])),
-                    tuple(prompts),
-                    seconds,
-                    degraded=True,
-                    reason=f"{type(exc).__name__}: {exc}",
-                )
-                for r, (prompts, _) in zip(requests, rendered, strict=True)
-            ]
-        seconds = time.perf_counter() - start
+        rendered: list[tuple[list[RenderedPrompt], list[np.ndarray]] | str] = []
+        for r in requests:
+            try:
+                rendered.append(self.prompts(**r))
+            except PromptTooLongError as exc:
+                rendered.append(f"PromptTooLongError: {exc}")
+        flat = [p for item in rendered if not isinstance(item, str) for p in item[0]]
+        failure: str | None = None
+        logprobs = np.zeros((0, 0))
+        if flat:
+            try:
+                logprobs = self.generator.label_logprobs(flat)
+            except (RagrecError, RuntimeError, OSError, TimeoutError) as exc:
+                logger.warning("LLM ranking degraded to retrieval order: %s", exc)
+                failure = f"{type(exc).__name__}: {exc}"
+        seconds = (time.perf_counter() - start) / max(1, len(requests))
         out = []
         row = 0
-        for r, (prompts, orders) in zip(requests, rendered, strict=True):
-            n = len(r["candidates"])
+        for r, item in zip(requests, rendered, strict=True):
+            ids = tuple(i for i, _ in r["candidates"])
+            n = len(ids)
+            if isinstance(item, str) or failure is not None:
+                prompts = () if isinstance(item, str) else tuple(item[0])
+                reason = item if isinstance(item, str) else failure
+                out.append(LLMScores(ids, np.zeros(n), prompts, seconds, True, reason))
+                continue
+            prompts_list, orders = item
             total = np.zeros(n)
             for order in orders:
                 # the candidate shown under label j is candidates[order[j]]
                 total[order] += logprobs[row, :n]
                 row += 1
-            out.append(
-                LLMScores(
-                    tuple(i for i, _ in r["candidates"]),
-                    total / len(orders),
-                    tuple(prompts),
-                    seconds / max(1, len(requests)),
-                )
-            )
+            out.append(LLMScores(ids, total / len(orders), tuple(prompts_list), seconds))
         return out
 
 

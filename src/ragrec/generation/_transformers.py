@@ -110,6 +110,7 @@ class TransformersGenerator:
         self._device = "cpu"
         self._dtype = "float32"
         self._prefix_caches: dict[str, tuple[Any, int]] = {}
+        self._grammar_compiler: Any = None
         self.load_seconds = 0.0
 
     # loading ------------------------------------------------------------------------------
@@ -301,7 +302,10 @@ class TransformersGenerator:
             ) from exc
         import json
 
-        hf = self.tokenizer.hf
-        info = xgrammar.TokenizerInfo.from_huggingface(hf, vocab_size=self._model.config.vocab_size)
-        compiled = xgrammar.GrammarCompiler(info).compile_json_schema(json.dumps(schema))
+        if self._grammar_compiler is None:
+            info = xgrammar.TokenizerInfo.from_huggingface(
+                self.tokenizer.hf, vocab_size=self._model.config.vocab_size
+            )
+            self._grammar_compiler = xgrammar.GrammarCompiler(info)
+        compiled = self._grammar_compiler.compile_json_schema(json.dumps(schema))
         return lambda: xgrammar.contrib.hf.LogitsProcessor(compiled)

@@ -119,11 +119,19 @@ class PromptConfig(BaseModel):
 
 _SPACE = re.compile(r"\s+")
 _TAGS = re.compile(r"</?\s*data\s*>", re.IGNORECASE)
+# Chat-control markers (<|im_start|>, <|eot_id|>, ...) tokenize as special tokens: left in
+# item text they would end the data block's chat turn.
+_CONTROL = re.compile(r"<\|[^<>|]*\|>")
 
 
 def sanitize(text: str) -> str:
-    """Item text as a one-line data value: no newlines, no ``<data>`` delimiters."""
-    return _SPACE.sub(" ", _TAGS.sub("", str(text))).strip()
+    """Item text as a one-line data value: no newlines, no ``<data>`` delimiters, no
+    ``<|...|>`` chat-control markers."""
+    text = str(text)
+    # Repeat: removing one tag can join its neighbours into another ("<</data>/data>").
+    while (cleaned := _TAGS.sub("", _CONTROL.sub("", text))) != text:
+        text = cleaned
+    return _SPACE.sub(" ", text).strip()
 
 
 class PromptBuilder:

@@ -116,7 +116,11 @@ def load_template(source: str | Path, *, kind: str = "rank") -> PromptTemplate:
         digest = hashlib.sha256(text.encode()).hexdigest()[:8]
         return PromptTemplate(id=f"custom-{digest}", kind=kind, system=default.system, user=text)
     except ValidationError as exc:
-        msgs = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        msgs = "; ".join(
+            (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
         raise ConfigError(f"invalid prompt template: {msgs}") from exc
 
 

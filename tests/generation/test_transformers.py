@@ -1,0 +1,188 @@
+"""Tests for ragrec.generation's transformers backend and factory, with the real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragrec.errors import ConfigError
+from ragrec.generation import (
+    BUNDLED_MODEL,
+    BackendError,
+    Generator,
+    GeneratorConfig,
+    make_generator,
+    renormalise,
+)
+from ragrec.generation._transformers import HFTokenizer, TransformersGenerator
+from ragrec.prompting import LABELS, PromptBuilder, PromptConfig, RenderedPrompt
+
+from .conftest import FailingGenerator, sharing_weights
+
+TITLES = [
+    "Toy Story (1995)",
+    "Jumanji (1995)",
+    "Heat (1995)",
+    "Casablanca (1942)",
+    "The Matrix (1999)",
+    "Alien (1979)",
+    "Groundhog Day (1993)",
+    "Fargo (1996)",
+]
+
+
+def _prompts(tokenizer: HFTokenizer) -> list[RenderedPrompt]:
+    """Four prompts with the default system message and different lengths and label
+    counts (5, 3, 8, 2)."""
+    builder = PromptBuilder(tokenizer, PromptConfig(shuffle=False))
+    specs = [((0, 1), range(2, 7)), ((5,), range(1, 4)), ((), range(8)), ((2, 3, 4, 6), (0, 7))]
+    return [
+        builder.render(
+            history=[(i, TITLES[i]) for i in hist],
+            candidates=[(i, TITLES[i]) for i in cands],
+        )
+        for hist, cands in specs
+    ]
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer: HFTokenizer) -> list[RenderedPrompt]:
+    return _prompts(tokenizer)
+
+
+@pytest.fixture(scope="module")
+def uncached(prompts: list[RenderedPrompt]) -> np.ndarray:
+    """Log-probabilities of ``prompts`` from full forward passes, one prompt at a time."""
+    return sharing_weights(prefix_cache=False).label_logprobs(prompts)
+
+
+class TestTokenizer:
+    def test_labels_a_to_t_are_single_distinct_tokens(self, tokenizer: HFTokenizer) -> None:
+        ids = tokenizer.label_ids(LABELS[:20])
+        assert len(set(ids)) == 20
+        for label, token in zip(LABELS[:20], ids, strict=True):
+            assert tokenizer.encode(label) == [token]
+
+    def test_multi_token_label_is_rejected(self, tokenizer: HFTokenizer) -> None:
+        with pytest.raises(ConfigError, match="single-token labels"):
+            tokenizer.label_ids(["A", "Zanzibar quux"])
+
+    def test_truncate_keeps_short_text_and_cuts_long_text(self, tokenizer: HFTokenizer) -> None:
+        assert tokenizer.truncate("Heat (1995)", 24) == "Heat (1995)"
+        cut = tokenizer.truncate("The Lord of the Rings: The Fellowship of the Ring (2001)", 4)
+        assert cut.endswith("...")
+        assert tokenizer.count_tokens(cut.removesuffix("...")) <= 4
+
+
+class TestLabelLogprobs:
+    def test_shape_normalised_and_padded(
+        self, uncached: np.ndarray, prompts: list[RenderedPrompt]
+    ) -> None:
+        assert uncached.shape == (len(prompts), max(len(p.labels) for p in prompts))
+        for row, prompt in zip(uncached, prompts, strict=True):
+            n = len(prompt.labels)
+            assert np.isfinite(row[:n]).all()
+            assert (row[:n] <= 0).all()
+            assert np.exp(row[:n]).sum() == pytest.approx(1.0, abs=1e-5)
+            assert np.isneginf(row[n:]).all()
+
+    def test_no_prompts(self, generator: TransformersGenerator) -> None:
+        assert generator.label_logprobs([]).shape == (0, 0)
+
+    def test_prefix_cache_matches_full_passes(
+        self, uncached: np.ndarray, prompts: list[RenderedPrompt], tokenizer: HFTokenizer
+    ) -> None:
+        first, second = prompts[0], prompts[1]
+        assert first.prefix
+        assert first.prefix == second.prefix
+        assert first.text != second.text
+        gen = sharing_weights(prefix_cache=True)
+        # built once, reused, and cropped back after every prompt
+        got = gen.label_logprobs([first, second, first, second])
+        np.testing.assert_allclose(got, uncached[[0, 1, 0, 1], :5], atol=1e-3)
+        np.testing.assert_allclose(got[:2], got[2:], atol=1e-6)
+        assert list(gen._prefix_caches) == [first.prefix]
+        cache, length = gen._prefix_caches[first.prefix]
+        assert length == tokenizer.count_tokens(first.prefix)
+        assert cache.get_seq_length() == length
+
+    def test_batches_match_single_prompts(
+        self, uncached: np.ndarray, prompts: list[RenderedPrompt]
+    ) -> None:
+        assert len({p.token_count for p in prompts}) == len(prompts)  # padding is exercised
+        got = sharing_weights(prefix_cache=False, batch_size=3).label_logprobs(prompts)
+        assert got.shape == uncached.shape
+        np.testing.assert_array_equal(np.isneginf(got), np.isneginf(uncached))
+        finite = np.isfinite(uncached)
+        np.testing.assert_allclose(got[finite], uncached[finite], atol=1e-3)
+
+
+class TestGenerate:
+    def test_greedy_text_is_deterministic(
+        self, generator: TransformersGenerator, prompts: list[RenderedPrompt]
+    ) -> None:
+        out = generator.generate([prompts[0].text, prompts[0].text], max_tokens=8)
+        assert len(out) == 2
+        assert all(isinstance(t, str) for t in out)
+        assert out[0] == out[1]
+        assert "<|im_end|>" not in out[0]
+
+    def test_no_prompts(self, generator: TransformersGenerator) -> None:
+        assert generator.generate([], max_tokens=8) == []
+
+    def test_max_tokens_must_be_positive(self, generator: TransformersGenerator) -> None:
+        with pytest.raises(ConfigError, match="max_tokens=0"):
+            generator.generate(["x"], max_tokens=0)
+
+
+class TestFactoryAndLoading:
+    def test_default_is_the_bundled_model_on_transformers(
+        self, generator: TransformersGenerator
+    ) -> None:
+        gen = make_generator()
+        assert isinstance(gen, TransformersGenerator)
+        assert gen.config == GeneratorConfig()
+        assert gen._model is None  # nothing loads until first use
+        # (on Python 3.11 isinstance(gen, Generator) would read gen.tokenizer and load it)
+        assert isinstance(generator, Generator)
+        info = generator.info
+        assert (info.backend, info.model, info.device, info.dtype) == (
+            "transformers",
+            BUNDLED_MODEL,
+            "cpu",
+            "float32",
+        )
+
+    @pytest.mark.parametrize("backend", ["vllm", "openai"])
+    def test_planned_backends_raise_with_a_hint(self, backend: str) -> None:
+        with pytest.raises(ConfigError, match=rf"{backend}.*use 'transformers'"):
+            make_generator(GeneratorConfig(backend=backend))  # type: ignore[arg-type]
+
+    def test_unknown_config_key_is_an_error(self) -> None:
+        with pytest.raises(ValueError, match="prefix_cach"):
+            GeneratorConfig(prefix_cach=False)  # type: ignore[call-arg]
+
+    @pytest.mark.parametrize("exists", [False, True])
+    def test_unknown_local_folder_is_a_backend_error(self, tmp_path: Path, exists: bool) -> None:
+        folder = tmp_path / "no-such-model"
+        if exists:
+            folder.mkdir()
+        gen = make_generator(GeneratorConfig(model=str(folder), device="cpu"))
+        with pytest.raises(BackendError, match="no-such-model") as tok_err:
+            _ = gen.tokenizer
+        assert str(folder) in str(tok_err.value)
+        with pytest.raises(BackendError, match="no-such-model"):
+            gen.label_logprobs([])
+
+    def test_failing_stand_in_conforms_to_the_protocol(self, tokenizer: HFTokenizer) -> None:
+        assert isinstance(FailingGenerator(tokenizer), Generator)
+
+
+def test_renormalise_is_a_log_softmax() -> None:
+    logits = np.array([[1.0, 2.0, 3.0], [1000.0, 1000.0, -1000.0]])
+    out = renormalise(logits)
+    np.testing.assert_allclose(np.exp(out).sum(axis=1), 1.0)
+    np.testing.assert_allclose(out[1, :2], np.log(0.5))
+    np.testing.assert_allclose(out[0], logits[0] - np.log(np.exp(logits[0]).sum()))
