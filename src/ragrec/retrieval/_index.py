@@ -464,9 +464,9 @@ class FaissIndex(VectorIndex):
         if self.device != "cpu" or len(queries) >= _SERIAL_BELOW:
             sims, labels = self._index.search(queries, k)
             return labels, sims
-        # A few queries gain nothing from OpenMP (HNSW and IVF search each query on one
-        # thread) and the flat scan loses: its parallel scan of one query ran 2-4x slower
-        # than one thread on a busy 2-core machine. The setting is per calling thread.
+        # A few queries gain little from OpenMP, and on a busy 2-core machine waiting for
+        # the second thread cost flat and HNSW single queries 6-24 ms where one thread took
+        # 0.3 ms (benchmarks/retrieval_speed.py, raw vs p50). Per calling thread, restored.
         faiss = self._faiss
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)
