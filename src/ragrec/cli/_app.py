@@ -155,7 +155,9 @@ def eval_cmd(
     protocol: Annotated[str | None, typer.Option(help="Evaluation protocol: llamarec.")] = None,
     ranker: Annotated[
         str | None,
-        typer.Option(help="Ranker: popularity, random, retrieval, transition, ease, semantic."),
+        typer.Option(
+            help="Ranker: popularity, random, retrieval, transition, ease, semantic, llm."
+        ),
     ] = None,
     split: Annotated[str | None, typer.Option(help="validation | test")] = None,
     out_dir: Annotated[
@@ -199,7 +201,7 @@ def eval_cmd(
     elif ec.ranker == "random":
         rk_config.setdefault("seed", ec.seed)
     cache = cache_dir or str(_cache_root())
-    if ec.ranker == "retrieval":
+    if ec.ranker in ("retrieval", "llm"):
         retriever = dict(rk_config.get("retriever", {}))
         retriever.setdefault("cache_dir", cache)
         rk_config["retriever"] = retriever

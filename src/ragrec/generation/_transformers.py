@@ -120,6 +120,12 @@ class TransformersGenerator:
             return bundled_model_path()
         return self.config.model, self.config.gguf_file
 
+    def _load_error(self, what: str, exc: Exception) -> BackendError:
+        return BackendError(
+            f"{what} {self.config.model!r} could not be loaded ({exc}); use "
+            f"{BUNDLED_MODEL!r} or a local model folder (no hub access at run time)"
+        )
+
     def _load_tokenizer(self) -> HFTokenizer:
         if self._tokenizer is None:
             from transformers import AutoTokenizer
@@ -129,10 +135,7 @@ class TransformersGenerator:
             try:
                 hf = AutoTokenizer.from_pretrained(path, **kwargs)
             except (OSError, ValueError) as exc:
-                raise BackendError(
-                    f"tokenizer of {self.config.model!r} could not be loaded ({exc}); use "
-                    f"{BUNDLED_MODEL!r} or a local model folder (no hub access at run time)"
-                ) from exc
+                raise self._load_error("tokenizer of", exc) from exc
             self._tokenizer = HFTokenizer(hf)
         return self._tokenizer
 
@@ -158,10 +161,7 @@ class TransformersGenerator:
         try:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         except (OSError, ValueError) as exc:
-            raise BackendError(
-                f"model {self.config.model!r} could not be loaded ({exc}); use "
-                f"{BUNDLED_MODEL!r} or a local model folder (no hub access at run time)"
-            ) from exc
+            raise self._load_error("model", exc) from exc
         model = model.to(device)  # type: ignore[arg-type]
         model.eval()
         self._load_tokenizer()
