@@ -13,7 +13,7 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ragrec.errors import ConfigError
+from ragrec.errors import ConfigError, describe_validation_error
 
 __all__ = ["DataConfig", "EvalConfig", "RagrecConfig", "load_config", "to_toml"]
 
@@ -100,15 +100,8 @@ class RagrecConfig(_Config):
 
 
 def _describe(exc: ValidationError, source: str) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        value = err.get("input")
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown key {loc!r} (check its spelling; see `ragrec config show`)")
-        else:
-            parts.append(f"{loc}={value!r}: {err['msg']}")
-    return f"{source}: invalid configuration: " + "; ".join(parts)
+    hint = " (check its spelling; see `ragrec config show`)"
+    return f"{source}: invalid configuration: " + describe_validation_error(exc, unknown_hint=hint)
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> RagrecConfig:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 __all__ = [
     "ConfigError",
@@ -16,6 +20,7 @@ __all__ = [
     "DatasetUnavailableError",
     "Problem",
     "RagrecError",
+    "describe_validation_error",
 ]
 
 
@@ -91,3 +96,16 @@ class DataValidationError(RagrecError, ValueError):
             tail = f" (and {more} more)" if more > 0 else ""
             head = f"{head} ({self.count} in all): {shown}{tail}"
         return f"{head}. {self.fix}" if self.fix else head
+
+
+def describe_validation_error(exc: ValidationError, *, unknown_hint: str = "") -> str:
+    """A pydantic error as one line: ``unknown key 'x'`` for typos, ``field=value: why``
+    for bad values, joined by ``; ``."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key {loc!r}{unknown_hint}")
+        else:
+            parts.append(f"{loc}={err.get('input')!r}: {err['msg']}")
+    return "; ".join(parts)

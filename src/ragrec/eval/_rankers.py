@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragrec.data import Catalog, Interactions
-from ragrec.errors import ConfigError
+from ragrec.errors import ConfigError, describe_validation_error
 
 __all__ = [
     "RANKERS",
@@ -169,14 +169,8 @@ def make_ranker(name: str, config: dict[str, Any] | BaseModel | None = None) -> 
     try:
         return factory(config_cls.model_validate(config))
     except ValidationError as exc:
-        problems = []
-        for e in exc.errors():
-            loc = ".".join(str(p) for p in e["loc"])
-            if e["type"] == "extra_forbidden":
-                problems.append(f"unknown key {loc!r}")
-            else:
-                problems.append(f"{loc}={e.get('input')!r}: {e['msg']}")
         allowed = ", ".join(config_cls.model_fields) or "none"
         raise ConfigError(
-            f"invalid config for ranker {name!r}: {'; '.join(problems)} (allowed keys: {allowed})"
+            f"invalid config for ranker {name!r}: {describe_validation_error(exc)} "
+            f"(allowed keys: {allowed})"
         ) from exc
