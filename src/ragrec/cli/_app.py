@@ -30,8 +30,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Fetch and inspect datasets.", no_args_is_help=True)
 config_app = typer.Typer(help="Show the resolved configuration.", no_args_is_help=True)
+models_app = typer.Typer(help="Prepare LLMs for the backends.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
 
 out = Console()
 err = Console(stderr=True)
@@ -259,6 +261,32 @@ def config_show(
         out.print_json(cfg.model_dump_json())
     else:
         sys.stdout.write(to_toml(cfg))
+
+
+@models_app.command("export")
+@_friendly
+def models_export(
+    out_dir: Annotated[
+        str | None,
+        typer.Option("--out", help="Target folder (default $RAGREC_CACHE_DIR/models/<model>-hf)."),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="smollm2-135m-instruct (bundled) or a folder with a GGUF.")
+    ] = "smollm2-135m-instruct",
+    gguf_file: Annotated[
+        str | None, typer.Option("--gguf-file", help="GGUF file inside --model.")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing export.")] = False,
+) -> None:
+    """Write a GGUF model (default: the bundled SmolLM2) as the plain Hugging Face folder
+    that vLLM and OpenAI-compatible servers load."""
+    from ragrec.generation import default_export_dir, export_model
+
+    target = Path(out_dir) if out_dir else default_export_dir(model, _cache_root())
+    result = export_model(target, model=model, gguf_file=gguf_file, dtype=dtype, force=force)
+    note = "already exported" if result["reused"] else f"{result['seconds']:.1f} s"
+    out.print(f"{result['path']} ({result['bytes'] / 1e6:.0f} MB, {note})")
 
 
 def main() -> None:

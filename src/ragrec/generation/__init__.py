@@ -9,6 +9,12 @@ from ragrec.generation._base import (
     renormalise,
 )
 from ragrec.generation._explain import ExplainConfig, Explainer, Explanation, ExplanationResult
+from ragrec.generation._export import (
+    ExportResult,
+    default_export_dir,
+    export_model,
+    is_exported_folder,
+)
 from ragrec.generation._factory import make_generator
 from ragrec.generation._rerank import (
     LLMScores,
@@ -25,6 +31,7 @@ __all__ = [
     "Explainer",
     "Explanation",
     "ExplanationResult",
+    "ExportResult",
     "GenerationInfo",
     "Generator",
     "GeneratorConfig",
@@ -32,7 +39,10 @@ __all__ = [
     "RerankConfig",
     "VerbalizerRanker",
     "blend_scores",
+    "default_export_dir",
+    "export_model",
     "fit_blend_weight",
+    "is_exported_folder",
     "make_generator",
     "renormalise",
 ]

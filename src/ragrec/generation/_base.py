@@ -59,10 +59,54 @@ class GeneratorConfig(BaseModel):
     threads: int | None = Field(
         default=None, ge=1, description="torch CPU threads; None leaves torch's default."
     )
+    tokenizer: str | None = Field(
+        default=None,
+        description="Tokenizer folder (with a chat template) when it differs from `model`; "
+        "the openai backend needs a local one for prompt budgets (default: the bundled "
+        "model's, when `model` is the bundled name or a local folder).",
+    )
+    # vllm ---------------------------------------------------------------------------------
+    max_model_len: int = Field(default=2048, ge=64, description="vllm: longest sequence.")
+    gpu_memory_utilization: float = Field(
+        default=0.5, gt=0, le=1, description="vllm on GPU: share of GPU memory it may take."
+    )
+    kv_cache_gb: float = Field(
+        default=1.0, gt=0, description="vllm on CPU: KV cache size (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    # openai -------------------------------------------------------------------------------
+    base_url: str | None = Field(
+        default=None,
+        description="openai: server URL, e.g. http://127.0.0.1:8000/v1 (vllm serve, "
+        "llama.cpp server).",
+    )
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY", description="openai: environment variable with the API key."
+    )
+    timeout: float = Field(default=30.0, gt=0, description="openai: seconds per request.")
+    max_retries: int = Field(
+        default=2, ge=0, description="openai: retries of a failed request (with backoff)."
+    )
+    concurrency: int = Field(default=4, ge=1, description="openai: requests in flight at once.")
+    vllm_server: bool = Field(
+        default=False,
+        description="openai: the server is `vllm serve`; ask for exactly the label tokens' "
+        "log-probabilities (its logprob_token_ids extension) instead of the top ones.",
+    )
+    top_logprobs: int = Field(
+        default=20,
+        ge=1,
+        description="openai: log-probabilities asked per request (labels beyond the "
+        "server's top ones get the lowest returned value).",
+    )
 
     @model_validator(mode="after")
     def _batching_needs_no_prefix_cache(self) -> GeneratorConfig:
-        if self.prefix_cache and self.batch_size > 1:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError(
+                "backend 'openai' needs base_url, e.g. http://127.0.0.1:8000/v1 (the server "
+                "that `vllm serve` or llama.cpp's server starts)"
+            )
+        if self.backend == "transformers" and self.prefix_cache and self.batch_size > 1:
             raise ValueError(
                 f"batch_size={self.batch_size} needs prefix_cache=false: prompts sharing a "
                 "cached prefix are scored one at a time"

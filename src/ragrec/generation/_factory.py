@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from ragrec.errors import ConfigError
 from ragrec.generation._base import Generator, GeneratorConfig
 
@@ -19,7 +21,18 @@ def make_generator(config: GeneratorConfig | None = None) -> Generator:
         from ragrec.generation._transformers import TransformersGenerator
 
         return TransformersGenerator(cfg)
+    if cfg.backend == "vllm":
+        from ragrec.generation._vllm import INSTALL_HINT, VLLMGenerator
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError(INSTALL_HINT)
+        return VLLMGenerator(cfg)
+    if cfg.backend == "openai":
+        if importlib.util.find_spec("httpx") is None:
+            raise ConfigError("the openai backend needs httpx: pip install httpx")
+        from ragrec.generation._openai import OpenAIGenerator
+
+        return OpenAIGenerator(cfg)
     raise ConfigError(
-        f"generation backend {cfg.backend!r} is not available in this build; use "
-        "'transformers' (the vllm and openai backends are planned: see the README)"
+        f"generation backend {cfg.backend!r} is unknown; use transformers, vllm or openai"
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -177,6 +179,13 @@ class TransformersGenerator:
         )
         return model
 
+    @functools.cached_property
+    def _cache_arg(self) -> str:
+        """The forward argument that takes a KV cache: ``cache`` from transformers 5.2x,
+        ``past_key_values`` before (5.19 ignores ``cache``)."""
+        params = inspect.signature(self._load().forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
     @property
     def info(self) -> GenerationInfo:
         return GenerationInfo("transformers", self.config.model, self._device, self._dtype)
@@ -227,7 +236,9 @@ class TransformersGenerator:
         if cached is None:
             cache = DynamicCache(config=model.config)
             prefix_ids = torch.tensor([tok.encode(prefix)], device=device)
-            model(input_ids=prefix_ids, cache=cache, use_cache=True, logits_to_keep=1)
+            model(
+                input_ids=prefix_ids, **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1
+            )
             if len(self._prefix_caches) >= 8:
                 self._prefix_caches.pop(next(iter(self._prefix_caches)))
             cached = (cache, prefix_ids.shape[1])
@@ -235,7 +246,9 @@ class TransformersGenerator:
         cache, length = cached
         ids = torch.tensor([suffix_ids], device=device)
         try:
-            logits = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits
+            logits = model(
+                input_ids=ids, **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1
+            ).logits
         finally:
             cache.crop(-len(suffix_ids))  # back to the prefix alone
             if cache.get_seq_length() != length:
