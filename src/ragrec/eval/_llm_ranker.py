@@ -1,4 +1,5 @@
-"""The full pipeline as a ranker: retrieval top-N re-ranked by the LLM, blended."""
+"""The full pipeline as a ranker: retrieval top-N re-ranked by the LLM, blended, with
+optional few-shot exemplars and explanations of each user's top items."""
 
 from __future__ import annotations
 
@@ -6,16 +7,24 @@ import logging
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
 from ragrec.eval._protocol import ProtocolData
 from ragrec.eval._rankers import Ranker, UserBatch
-from ragrec.generation import Generator, GeneratorConfig, make_generator
+from ragrec.generation import (
+    ExplainConfig,
+    Explainer,
+    ExplanationResult,
+    Generator,
+    GeneratorConfig,
+    LLMScores,
+    make_generator,
+)
 from ragrec.generation._rerank import RerankConfig, VerbalizerRanker, blend_scores, fit_blend_weight
-from ragrec.prompting import PromptBuilder, PromptConfig
-from ragrec.retrieval import RetrievalQuery, Retriever, RetrieverConfig
+from ragrec.prompting import LABELS, ExemplarConfig, ExemplarPool, PromptBuilder, PromptConfig
+from ragrec.retrieval import CandidateList, RetrievalQuery, Retriever, RetrieverConfig
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +50,43 @@ class LLMRankerConfig(BaseModel):
     blend_users: int | None = Field(
         default=200, ge=1, description="Validation users the blend is fit on (None: all)."
     )
+    exemplars: ExemplarConfig = Field(
+        default_factory=lambda: ExemplarConfig(k=0),
+        description="Few-shot exemplars, seeded from the training rows in fit(). Off by "
+        "default (k=0): each costs prompt tokens, and with selection='similar' defeats "
+        "the prefix cache. An [exemplars] table turns them on (k=2 unless set).",
+    )
+    explain_top: int = Field(
+        default=0,
+        ge=0,
+        le=26,
+        description="Explain each scored user's top N items of the final ranking (0: off; "
+        "each explanation is a generation, seconds on CPU). They go into users.jsonl.",
+    )
+    explain: ExplainConfig = Field(
+        default_factory=ExplainConfig, description="Explanation budget and validation."
+    )
+
+    @model_validator(mode="after")
+    def _explain_within_candidates(self) -> LLMRankerConfig:
+        if self.explain_top > self.n_candidates:
+            raise ValueError(
+                f"explain_top={self.explain_top} exceeds n_candidates={self.n_candidates}: only "
+                "re-ranked candidates have a label to explain; lower explain_top"
+            )
+        return self
 
 
 class LLMRanker(Ranker):
     """Retrieval top-``n_candidates`` re-ranked by label log-probabilities, blended with
     the retrieval score by a weight fit on validation data; deeper retrieval candidates
-    follow in retrieval order."""
+    follow in retrieval order.
+
+    With ``exemplars.k > 0``, :meth:`fit` seeds an exemplar pool from the training rows it
+    is given (never a held-out target) and every prompt gets ``k`` of them (never the
+    scored user's own). With ``explain_top > 0``, :meth:`score` explains each user's top
+    items; :meth:`user_extras` hands them to the runner for ``users.jsonl``.
+    """
 
     name = "llm"
 
@@ -57,24 +97,52 @@ class LLMRanker(Ranker):
         self.retriever = Retriever(self.config.retriever)
         self.generator = generator or make_generator(self.config.generator)
         self._ranker: VerbalizerRanker | None = None
+        self.exemplars: ExemplarPool | None = None
         self.blend_weight = self.config.rerank.blend_weight
         self.blend_table: dict[float, float] = {}
         self.degraded = 0
         self.scored = 0
+        self.explained = 0
+        self.explained_invalid = 0
+        self.explain_seconds = 0.0
+        self._extras: dict[Any, dict[str, Any]] = {}
 
     @property
     def ranker(self) -> VerbalizerRanker:
         """The verbalizer ranker (loads the tokenizer on first use)."""
         if self._ranker is None:
             builder = PromptBuilder(self.generator.tokenizer, self.config.prompt)
-            self._ranker = VerbalizerRanker(self.generator, builder, self.config.rerank)
+            self._ranker = VerbalizerRanker(
+                self.generator, builder, self.config.rerank, exemplars=self.exemplars
+            )
         return self._ranker
 
     def fit(self, catalog: Catalog, interactions: Interactions) -> LLMRanker:
+        """Fit the retriever and, with exemplars on, seed their pool from ``interactions``
+        (the training rows: each exemplar's answer is a user's last training item)."""
         self.retriever.fit(catalog, interactions)
         self._catalog = catalog
         self.degraded = self.scored = 0
+        self.explained = self.explained_invalid = 0
+        self.explain_seconds = 0.0
+        self._extras = {}
+        self.exemplars = None
+        cfg = self.config.exemplars
+        if cfg.k > 0:
+            embedder = self.retriever.embedder if cfg.selection == "similar" else None
+            self.exemplars = ExemplarPool(cfg, embedder=embedder)
+            self.exemplars.seed_from_training(
+                catalog, interactions, candidates=self._retrieved_positions
+            )
+        if self._ranker is not None:
+            self._ranker.exemplars = self.exemplars
         return self
+
+    def _retrieved_positions(self, user_id: Any, history: np.ndarray, k: int) -> list[int]:
+        """Retrieval candidates for a history: the seeded exemplars' wrong answers, as hard
+        as the candidates the model is asked to rank."""
+        result = self.retriever.retrieve(RetrievalQuery(user_id, history), k=k)
+        return [int(p) for p in result.positions]
 
     def tune(self, data: ProtocolData) -> None:
         """Fit the blend weight on the validation split (called by the runner)."""
@@ -89,12 +157,14 @@ class LLMRanker(Ranker):
         for (positions, ret_scores, llm_scores), target in zip(lists, cases.targets, strict=True):
             hits = np.flatnonzero(positions == target)
             retrieval.append(ret_scores)
-            llm.append(llm_scores)
+            llm.append(llm_scores.logprobs)
             targets.append(int(hits[0]) if len(hits) else -1)
         self.blend_weight, self.blend_table = fit_blend_weight(retrieval, llm, targets)
         logger.info("blend weight fit on %d validation users: %s", len(cases), self.blend_weight)
 
-    def _retrieve(self, batch: UserBatch, k: int) -> tuple[list[RetrievalQuery], list[Any]]:
+    def _retrieve(
+        self, batch: UserBatch, k: int
+    ) -> tuple[list[RetrievalQuery], list[CandidateList]]:
         ratings = batch.ratings or tuple(np.empty(0) for _ in batch.histories)
         queries = [
             RetrievalQuery(u, h, r if len(r) == len(h) else None)
@@ -103,8 +173,8 @@ class LLMRanker(Ranker):
         return queries, self.retriever.retrieve_batch(queries, k=k)
 
     def _rerank(
-        self, queries: list[RetrievalQuery], results: list[Any]
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        self, queries: list[RetrievalQuery], results: list[CandidateList]
+    ) -> list[tuple[np.ndarray, np.ndarray, LLMScores]]:
         """LLM scores for each result's top ``n_candidates``."""
         catalog = self._catalog
         n = self.config.n_candidates
@@ -118,7 +188,7 @@ class LLMRanker(Ranker):
         for res, llm in zip(results, scored, strict=True):
             self.scored += 1
             self.degraded += int(llm.degraded)
-            out.append((res.positions[:n], res.scores[:n], llm.logprobs))
+            out.append((res.positions[:n], res.scores[:n], llm))
         return out
 
     def score(self, batch: UserBatch) -> np.ndarray:
@@ -129,15 +199,71 @@ class LLMRanker(Ranker):
         for row, res in enumerate(deep):
             # deeper candidates keep retrieval order below every re-ranked one
             out[row, res.positions] = res.scores - res.scores.max() - 1.0 if len(res) else 0.0
+        extras: dict[Any, dict[str, Any]] = {}
+        explainer = Explainer(self.generator, self.config.explain)
         for row, (positions, ret, llm) in enumerate(self._rerank(queries, deep)):
+            results: list[ExplanationResult] = []
             if len(positions):
-                blended = blend_scores(ret, llm, self.blend_weight)
+                blended = blend_scores(ret, llm.logprobs, self.blend_weight)
                 out[row, positions] = 1000.0 + blended
+                if self.config.explain_top:
+                    results = self._explain(explainer, queries[row], positions, blended, llm)
+            if self.config.explain_top:
+                extras[_key(queries[row].user_id)] = {
+                    "explanations": [_as_json(r) for r in results]
+                }
+        self._extras = extras
         return out
 
+    def _explain(
+        self,
+        explainer: Explainer,
+        query: RetrievalQuery,
+        positions: np.ndarray,
+        blended: np.ndarray,
+        llm: LLMScores,
+    ) -> list[ExplanationResult]:
+        """Explanations of the top ``explain_top`` items of one user's final ranking, each
+        under the label it had in the (first) ranking prompt."""
+        catalog = self._catalog
+        n = len(positions)
+        if llm.prompts:
+            prompt = llm.prompts[0]
+            labels = prompt.labels
+            label_of = {item: prompt.label_of(item) for item in prompt.candidate_ids}
+        else:  # the prompt could not be rendered: the labels it would have shown
+            order = self.ranker.builder.order(query.user_id, n, 0)
+            labels = LABELS[:n]
+            label_of = {llm.item_ids[i]: LABELS[j] for j, i in enumerate(order)}
+        top = np.argsort(-blended, kind="stable")[: self.config.explain_top]
+        items = [
+            (
+                catalog.item_ids[positions[i]],
+                label_of[catalog.item_ids[positions[i]]],
+                str(catalog.titles[positions[i]]),
+            )
+            for i in top
+        ]
+        history = [str(catalog.titles[p]) for p in query.history]
+        results = explainer.explain(history=history, items=items, candidate_labels=labels)
+        for r in results:
+            self.explained += int(r.valid)
+            self.explained_invalid += int(not r.valid)
+            self.explain_seconds += r.seconds
+        return results
+
+    def user_extras(self, batch: UserBatch) -> list[dict[str, Any]]:
+        """Per user of the batch just scored: ``{"explanations": [...]}`` when
+        ``explain_top > 0`` (item, label, reason, because, valid, attempts, error,
+        seconds per item, best first), else nothing."""
+        return [self._extras.get(_key(u), {}) for u in batch.user_ids]
+
     def report(self) -> dict[str, Any]:
-        """Model, backend, blend weight and degraded count, for the run's summary."""
+        """Model, backend, blend weight, degraded count, exemplar pool size, and the
+        explanation counts (``explanations``: valid ones written; ``explanations_invalid``:
+        dropped after a retry; ``invalid_rate``: invalid share; ``explain_seconds``)."""
         info = self.generator.info
+        total = self.explained + self.explained_invalid
         return {
             "backend": info.backend,
             "model": info.model,
@@ -146,4 +272,26 @@ class LLMRanker(Ranker):
             "blend_table": self.blend_table,
             "degraded": self.degraded,
             "scored": self.scored,
+            "exemplar_pool": len(self.exemplars) if self.exemplars is not None else 0,
+            "explanations": self.explained,
+            "explanations_invalid": self.explained_invalid,
+            "invalid_rate": self.explained_invalid / total if total else 0.0,
+            "explain_seconds": self.explain_seconds,
         }
+
+
+def _key(user_id: Any) -> Any:
+    return user_id.item() if isinstance(user_id, np.generic) else user_id
+
+
+def _as_json(result: ExplanationResult) -> dict[str, Any]:
+    return {
+        "item": _key(result.item_id),
+        "label": result.label,
+        "reason": result.reason,
+        "because": list(result.because),
+        "valid": result.valid,
+        "attempts": result.attempts,
+        "error": result.error,
+        "seconds": round(result.seconds, 3),
+    }

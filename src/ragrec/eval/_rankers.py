@@ -70,6 +70,13 @@ class Ranker(ABC):
         """Optional: facts about the run (model, backend, fitted weights) for reports."""
         return {}
 
+    def user_extras(self, batch: UserBatch) -> list[dict[str, Any]]:
+        """Optional: per-user facts about the batch just scored (explanations, say), one
+        dict per user of ``batch``, in order. The runner calls it right after
+        :meth:`score` with the same batch and writes each dict's keys into that user's line
+        of ``users.jsonl``; ``user``, ``target`` and ``rank`` are reserved. Default: none."""
+        return [{} for _ in range(len(batch))]
+
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

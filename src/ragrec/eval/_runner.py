@@ -123,6 +123,8 @@ class EvalResult:
         seconds: Wall time by stage (``"fit"``, ``"score"``, ``"total"``).
         environment: Versions, device, seed.
         config: The ranker configuration used.
+        extras: Per user (aligned with ``user_ids``), what the ranker recorded about them
+            (:meth:`Ranker.user_extras`: explanations, ...); empty when it recorded nothing.
     """
 
     protocol: str
@@ -136,6 +138,7 @@ class EvalResult:
     seconds: Mapping[str, float]
     environment: Mapping[str, Any]
     config: Mapping[str, Any] = field(default_factory=dict)
+    extras: tuple[Mapping[str, Any], ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """The JSON-ready summary written to ``summary.json``."""
@@ -198,6 +201,7 @@ def evaluate(
             ranker.tune(data)
     fitted = time.perf_counter()
     ranks = np.empty(len(cases), dtype=np.int64)
+    extras: list[Mapping[str, Any]] = []
     for lo in range(0, len(cases), batch_size):
         hi = min(lo + batch_size, len(cases))
         batch = UserBatch(cases.user_ids[lo:hi], cases.histories[lo:hi], cases.ratings[lo:hi])
@@ -208,6 +212,7 @@ def evaluate(
                 f"ranker {ranker.name!r} returned scores of shape {scores.shape}, "
                 f"expected {expected} (users, catalog items)"
             )
+        extras += _checked_extras(ranker, batch)
         ranks[lo:hi] = target_ranks(scores, cases.histories[lo:hi], cases.targets[lo:hi])
         if progress is not None:
             progress(hi, len(cases))
@@ -229,15 +234,51 @@ def evaluate(
         seconds={"fit": fitted - start, "score": done - fitted, "total": done - start},
         environment=collect_environment(seed=seed, device=ranker.device),
         config={**config_dump, **ranker.report()},
+        extras=tuple(extras) if any(extras) else (),
     )
+
+
+_RESERVED = frozenset({"user", "target", "rank"})
+
+
+def _checked_extras(ranker: Ranker, batch: UserBatch) -> list[Mapping[str, Any]]:
+    extras: list[Mapping[str, Any]] = list(ranker.user_extras(batch))
+    if len(extras) != len(batch):
+        raise ConfigError(
+            f"ranker {ranker.name!r} returned {len(extras)} user extras for a batch of "
+            f"{len(batch)} users; user_extras must return one dict per user"
+        )
+    for uid, extra in zip(batch.user_ids, extras, strict=True):
+        if not isinstance(extra, Mapping):
+            raise ConfigError(
+                f"ranker {ranker.name!r} returned user extras of type {type(extra).__name__} "
+                f"for user {uid!r}; each must be a dict"
+            )
+        clash = _RESERVED & set(extra)
+        if clash:
+            raise ConfigError(
+                f"ranker {ranker.name!r} user extras use reserved key(s) {sorted(clash)} for "
+                f"user {uid!r}; {sorted(_RESERVED)} are the runner's: rename them"
+            )
+    return extras
 
 
 def _jsonable(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _json_default(value: Any) -> Any:
+    """numpy scalars and arrays in user extras, as JSON values."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} in user extras is not JSON serialisable")
+
+
 def write_report(result: EvalResult, out: str | Path) -> Path:
-    """Write ``summary.json`` and ``users.jsonl`` (per-user target rank) into ``out``.
+    """Write ``summary.json`` and ``users.jsonl`` (per-user target rank, plus whatever the
+    ranker recorded about that user: ``EvalResult.extras``) into ``out``.
 
     Files are written to temporary names, then renamed, so a report is never half there.
 
@@ -249,18 +290,23 @@ def write_report(result: EvalResult, out: str | Path) -> Path:
     summary = folder / "summary.json"
     users = folder / "users.jsonl"
     tmp_users = users.with_suffix(".jsonl.tmp")
+    extras = result.extras or tuple({} for _ in result.user_ids)
+    if len(extras) != len(result.user_ids):
+        raise ConfigError(
+            f"EvalResult has {len(extras)} user extras for {len(result.user_ids)} users; "
+            "extras must be empty or one per user"
+        )
     with tmp_users.open("w", encoding="utf-8") as fh:
-        for uid, tid, rank in zip(result.user_ids, result.target_ids, result.ranks, strict=True):
-            fh.write(
-                json.dumps(
-                    {
-                        "user": _jsonable(uid),
-                        "target": _jsonable(tid),
-                        "rank": int(rank) if rank < UNRANKED else None,
-                    }
-                )
-                + "\n"
-            )
+        for uid, tid, rank, extra in zip(
+            result.user_ids, result.target_ids, result.ranks, extras, strict=True
+        ):
+            line = {
+                "user": _jsonable(uid),
+                "target": _jsonable(tid),
+                "rank": int(rank) if rank < UNRANKED else None,
+            }
+            line.update({k: v for k, v in extra.items() if k not in line})
+            fh.write(json.dumps(line, default=_json_default) + "\n")
     tmp_summary = summary.with_suffix(".json.tmp")
     tmp_summary.write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")
     tmp_users.replace(users)

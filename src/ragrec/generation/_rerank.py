@@ -13,7 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ragrec.errors import ConfigError, RagrecError
 from ragrec.generation._base import Generator
-from ragrec.prompting import PromptBuilder, PromptTooLongError, RenderedPrompt
+from ragrec.prompting import (
+    ExemplarPool,
+    Message,
+    PromptBuilder,
+    PromptTooLongError,
+    RenderedPrompt,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +77,39 @@ class VerbalizerRanker:
         generator: The LLM backend.
         builder: Renders prompts with the generator's tokenizer.
         config: Permutations and blend weight.
+        exemplars: Few-shot exemplars; each request gets ``exemplars.config.k`` of them
+            (selected for its history, never the user's own), rendered with the builder's
+            template and placed in the cached prompt prefix. ``None``: zero-shot.
     """
 
     def __init__(
-        self, generator: Generator, builder: PromptBuilder, config: RerankConfig | None = None
+        self,
+        generator: Generator,
+        builder: PromptBuilder,
+        config: RerankConfig | None = None,
+        *,
+        exemplars: ExemplarPool | None = None,
     ) -> None:
         self.generator = generator
         self.builder = builder
         self.config = config or RerankConfig()
+        self.exemplars = exemplars
+
+    def shots(
+        self, *, user_key: Any, history: Sequence[tuple[Any, str]]
+    ) -> list[tuple[str, tuple[Message, Message]]]:
+        """The few-shot turns for one request: ``(exemplar id, (user, assistant))``."""
+        pool = self.exemplars
+        if pool is None or pool.config.k == 0 or len(pool) == 0:
+            return []
+        template = self.builder.template
+        chosen = pool.select(
+            [title for _, title in history],
+            tokenizer=self.builder.tokenizer,
+            template=template,
+            exclude_user=user_key,
+        )
+        return [(e.id, pool.to_messages(e, template)) for e in chosen]
 
     def prompts(
         self,
@@ -88,14 +119,19 @@ class VerbalizerRanker:
         candidates: Sequence[tuple[Any, str]],
         query: str | None = None,
     ) -> tuple[list[RenderedPrompt], list[np.ndarray]]:
-        """The prompts (one per permutation) and each one's candidate order."""
+        """The prompts (one per permutation, all with the same exemplars) and each one's
+        candidate order."""
         orders = [
             self.builder.order(user_key, len(candidates), p)
             for p in range(self.config.permutations)
         ]
+        shots = self.shots(user_key=user_key, history=history)
         prompts = [
             self.builder.render(
-                history=history, candidates=[candidates[i] for i in order], query=query
+                history=history,
+                candidates=[candidates[i] for i in order],
+                query=query,
+                exemplars=shots,
             )
             for order in orders
         ]

@@ -1,4 +1,4 @@
-"""Prompting: templates, rendered prompts within token budgets."""
+"""Prompting: templates, rendered prompts within token budgets, few-shot exemplars."""
 
 from ragrec.prompting._builder import (
     LABELS,
@@ -9,6 +9,14 @@ from ragrec.prompting._builder import (
     RenderedPrompt,
     TokenizerLike,
     sanitize,
+)
+from ragrec.prompting._exemplars import (
+    CandidatesFn,
+    Exemplar,
+    ExemplarConfig,
+    ExemplarPool,
+    ExemplarSource,
+    render_exemplar,
 )
 from ragrec.prompting._templates import (
     DEFAULT_EXPLAIN_TEMPLATE,
@@ -21,6 +29,11 @@ __all__ = [
     "DEFAULT_EXPLAIN_TEMPLATE",
     "DEFAULT_RANK_TEMPLATE",
     "LABELS",
+    "CandidatesFn",
+    "Exemplar",
+    "ExemplarConfig",
+    "ExemplarPool",
+    "ExemplarSource",
     "Message",
     "PromptBuilder",
     "PromptConfig",
@@ -29,5 +42,6 @@ __all__ = [
     "RenderedPrompt",
     "TokenizerLike",
     "load_template",
+    "render_exemplar",
     "sanitize",
 ]
