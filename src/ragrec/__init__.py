@@ -5,6 +5,12 @@ The stage packages are :mod:`ragrec.data`, :mod:`ragrec.retrieval`,
 :mod:`ragrec.eval`; this module re-exports the objects most programs start from.
 """
 
+from ragrec._recommender import (
+    Recommendation,
+    RecommendedItem,
+    Recommender,
+    RecommenderConfig,
+)
 from ragrec._version import __version__
 from ragrec.config import RagrecConfig, load_config
 from ragrec.data import Catalog, Interactions, load_movielens
@@ -18,6 +24,10 @@ __all__ = [
     "Interactions",
     "RagrecConfig",
     "RagrecError",
+    "Recommendation",
+    "RecommendedItem",
+    "Recommender",
+    "RecommenderConfig",
     "__version__",
     "load_config",
     "load_movielens",

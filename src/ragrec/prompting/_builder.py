@@ -120,13 +120,16 @@ class PromptConfig(BaseModel):
 _SPACE = re.compile(r"\s+")
 _TAGS = re.compile(r"</?\s*data\s*>", re.IGNORECASE)
 # Chat-control markers (<|im_start|>, <|eot_id|>, ...) tokenize as special tokens: left in
-# item text they would end the data block's chat turn.
-_CONTROL = re.compile(r"<\|[^<>|]*\|>")
+# item text they would end the data block's chat turn. Bare-tag special tokens are read
+# from plain text too: SmolLM2's <file_sep>, <filename>, <repo_name>, ... (its pretraining
+# document boundaries), Gemma's <start_of_turn>, Llama 2's </s>.
+_CONTROL = re.compile(r"<\|[^<>|]*\|>|</?[A-Za-z_][A-Za-z0-9_]*>")
 
 
 def sanitize(text: str) -> str:
     """Item text as a one-line data value: no newlines, no ``<data>`` delimiters, no
-    ``<|...|>`` chat-control markers."""
+    ``<|...|>`` chat-control markers and no bare ``<name>``/``</name>`` tags (the form of
+    other special tokens, and of HTML tags)."""
     text = str(text)
     # Repeat: removing one tag can join its neighbours into another ("<</data>/data>").
     while (cleaned := _TAGS.sub("", _CONTROL.sub("", text))) != text:

@@ -1,0 +1,692 @@
+"""The SQL shared by the SQLite and PostgreSQL stores: schema, statements, retries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from pydantic import JsonValue
+
+from ragrec.errors import ConfigError
+from ragrec.feedback._errors import (
+    FeedbackConflictError,
+    FeedbackStoreError,
+    FieldIssue,
+    InvalidFeedbackError,
+    StoreVersionError,
+)
+from ragrec.feedback._models import (
+    DEFAULT_MIN_RATING,
+    POSITIVE_KINDS,
+    EventKind,
+    FeedbackEvent,
+    RecommendationRecord,
+    canonical_json,
+    check_weights,
+)
+from ragrec.feedback._store import FeedbackStore
+
+__all__ = ["SCHEMA_VERSION", "TABLES", "SQLStore", "Tx"]
+
+logger = logging.getLogger("ragrec.feedback")
+
+SCHEMA_VERSION = 1
+"""Schema version this ragrec writes; stores of other versions are migrated or refused."""
+
+# Statements from one version to the next: MIGRATIONS[v] takes a store from v to v + 1.
+# Version 1 is the first, so there is nothing to migrate yet.
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_T = TypeVar("_T")
+
+# Tables are prefixed so a shared PostgreSQL database can hold them beside others.
+# `{seq}` is the dialect's auto-increment key: it orders rows stored at the same time.
+_DDL_V1 = (
+    """CREATE TABLE IF NOT EXISTS ragrec_events (
+        seq {seq},
+        event_id TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        value DOUBLE PRECISION,
+        ts_us BIGINT NOT NULL,
+        rec_id TEXT,
+        context TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS ragrec_events_user_ts ON ragrec_events (user_id, ts_us)",
+    "CREATE INDEX IF NOT EXISTS ragrec_events_ts ON ragrec_events (ts_us)",
+    """CREATE TABLE IF NOT EXISTS ragrec_recommendations (
+        seq {seq},
+        rec_id TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL,
+        ts_us BIGINT NOT NULL,
+        prompt_hash TEXT,
+        model TEXT,
+        weights TEXT NOT NULL,
+        items TEXT NOT NULL,
+        context TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS ragrec_recommendations_user_ts "
+    "ON ragrec_recommendations (user_id, ts_us)",
+    """CREATE TABLE IF NOT EXISTS ragrec_global_weights (
+        channel TEXT PRIMARY KEY,
+        weight DOUBLE PRECISION NOT NULL,
+        updated_us BIGINT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS ragrec_user_weights (
+        user_id TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        weight DOUBLE PRECISION NOT NULL,
+        updated_us BIGINT NOT NULL,
+        PRIMARY KEY (user_id, channel)
+    )""",
+    """CREATE TABLE IF NOT EXISTS ragrec_profiles (
+        user_id TEXT NOT NULL,
+        profile_key TEXT NOT NULL,
+        profile_value TEXT NOT NULL,
+        updated_us BIGINT NOT NULL,
+        PRIMARY KEY (user_id, profile_key)
+    )""",
+)
+
+_SCHEMA_TABLE = """CREATE TABLE IF NOT EXISTS ragrec_schema (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    version INTEGER NOT NULL
+)"""
+
+TABLES = (
+    "ragrec_schema",
+    "ragrec_events",
+    "ragrec_recommendations",
+    "ragrec_global_weights",
+    "ragrec_user_weights",
+    "ragrec_profiles",
+)
+"""Every table of the current schema."""
+
+_EVENT_COLUMNS = "event_id, user_id, item_id, kind, value, ts_us, rec_id, context"
+_INSERT_EVENT = (
+    f"INSERT INTO ragrec_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (event_id) DO NOTHING"
+)
+_REC_COLUMNS = "rec_id, user_id, ts_us, prompt_hash, model, weights, items, context"
+_INSERT_REC = (
+    f"INSERT INTO ragrec_recommendations ({_REC_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (rec_id) DO NOTHING"
+)
+_EVENT_FIELDS = (
+    "event_id",
+    "user_id",
+    "item_id",
+    "kind",
+    "value",
+    "timestamp",
+    "rec_id",
+    "context",
+)
+_REC_FIELDS = (
+    "rec_id",
+    "user_id",
+    "timestamp",
+    "prompt_hash",
+    "model",
+    "weights",
+    "items",
+    "context",
+)
+
+
+class Tx(Protocol):
+    """One open transaction of a backend; statements use ``?`` placeholders."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; return the number of rows it changed."""
+        ...
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a query; return its rows."""
+        ...
+
+
+def encode_id(value: int | str) -> str:
+    """An id as stored: JSON, so ``1`` and ``"1"`` stay different and read back typed."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def decode_id(text: str) -> int | str:
+    """Inverse of :func:`encode_id`."""
+    value = json.loads(text)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise FeedbackStoreError(f"stored id {text!r} is neither an int nor text")
+    return value
+
+
+def to_us(moment: datetime) -> int:
+    """Microseconds since the Unix epoch (exact)."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def from_us(micros: int) -> datetime:
+    """Inverse of :func:`to_us`, in UTC."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _query_id(value: Any, name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+        raise ConfigError(
+            f"{name}={value!r}: a user id is an int or a non-empty str; pass the id the "
+            "events were stored with (1 and '1' are different ids)"
+        )
+    return encode_id(int(value) if isinstance(value, int) else value)
+
+
+def _query_since(since: datetime | None) -> int | None:
+    if since is None:
+        return None
+    if not isinstance(since, datetime) or since.utcoffset() is None:
+        raise ConfigError(
+            f"since={since!r}: expected a timezone-aware datetime; pass e.g. "
+            "datetime(2024, 1, 1, tzinfo=UTC)"
+        )
+    return to_us(since)
+
+
+def _query_kinds(kinds: Iterable[EventKind | str] | None) -> list[str] | None:
+    if kinds is None:
+        return None
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    checked = []
+    for kind in kinds:
+        try:
+            checked.append(EventKind(kind).value)
+        except ValueError:
+            allowed = ", ".join(k.value for k in EventKind)
+            raise ConfigError(f"kinds: unknown event kind {kind!r}; use {allowed}") from None
+    return checked
+
+
+def _event_row(event: FeedbackEvent) -> tuple[Any, ...]:
+    return (
+        event.event_id,
+        encode_id(event.user_id),
+        encode_id(event.item_id),
+        event.kind.value,
+        event.value,
+        to_us(event.timestamp),
+        event.rec_id,
+        None if event.context is None else canonical_json(event.context),
+    )
+
+
+def _event_from_row(row: Sequence[Any]) -> FeedbackEvent:
+    # Rows were validated on the way in; constructing without validation keeps reads
+    # fast and lets a later, stricter ragrec still read what an older one stored.
+    return FeedbackEvent.model_construct(
+        event_id=row[0],
+        user_id=decode_id(row[1]),
+        item_id=decode_id(row[2]),
+        kind=EventKind(row[3]),
+        value=None if row[4] is None else float(row[4]),
+        timestamp=from_us(int(row[5])),
+        rec_id=row[6],
+        context=None if row[7] is None else json.loads(row[7]),
+    )
+
+
+def _rec_row(record: RecommendationRecord) -> tuple[Any, ...]:
+    return (
+        record.rec_id,
+        encode_id(record.user_id),
+        to_us(record.timestamp),
+        record.prompt_hash,
+        record.model,
+        canonical_json(record.weights),
+        canonical_json([item.model_dump(mode="json") for item in record.items]),
+        None if record.context is None else canonical_json(record.context),
+    )
+
+
+def _rec_from_row(row: Sequence[Any]) -> RecommendationRecord:
+    return RecommendationRecord(
+        rec_id=row[0],
+        user_id=decode_id(row[1]),
+        timestamp=from_us(int(row[2])),
+        prompt_hash=row[3],
+        model=row[4],
+        weights=json.loads(row[5]),
+        items=json.loads(row[6]),
+        context=None if row[7] is None else json.loads(row[7]),
+    )
+
+
+def _differences(
+    fields: Sequence[str], stored: Sequence[Any], received: Sequence[Any]
+) -> dict[str, tuple[Any, Any]]:
+    return {
+        name: (old, new)
+        for name, old, new in zip(fields, stored, received, strict=True)
+        if old != new
+    }
+
+
+class SQLStore(FeedbackStore):
+    """Everything the SQL backends share; a backend supplies connections and
+    transactions and says which errors are worth a retry.
+
+    Args:
+        retry_timeout_s: How long a write keeps retrying while the database is busy
+            (locked, serialization failure, deadlock, lost connection).
+    """
+
+    def __init__(self, *, retry_timeout_s: float) -> None:
+        if not retry_timeout_s > 0:
+            raise ConfigError(
+                f"retry_timeout_s={retry_timeout_s!r}: must be > 0 seconds; pass e.g. 30"
+            )
+        self._retry_timeout_s = float(retry_timeout_s)
+        self._rng = random.Random()
+        self._version = 0
+
+    # -- backend hooks -------------------------------------------------------------
+
+    #: The dialect's auto-increment primary key column type.
+    _seq_type: str
+
+    @abstractmethod
+    def _transaction(self, *, write: bool) -> AbstractContextManager[Tx]:
+        """A transaction on this thread's connection: committed when the block ends,
+        rolled back when it raises."""
+
+    @abstractmethod
+    def _is_transient(self, exc: BaseException) -> bool:
+        """True when ``exc`` means "try again" (and drop a broken connection)."""
+
+    @abstractmethod
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        """The database driver's error types, reported as :class:`FeedbackStoreError`."""
+
+    def _lock_schema(self, tx: Tx) -> None:
+        """Serialise schema creation between processes (SQLite's write lock does it)."""
+
+    # -- running statements ----------------------------------------------------------
+
+    def _run(self, fn: Callable[[Tx], _T], *, write: bool = True) -> _T:
+        """Run ``fn`` in one transaction, retrying it whole while the database is busy.
+
+        Retrying is safe because every write is idempotent: events and recommendations
+        by id, weights and profiles by key.
+        """
+        deadline = time.monotonic() + self._retry_timeout_s
+        attempt = 0
+        while True:
+            try:
+                with self._transaction(write=write) as tx:
+                    return fn(tx)
+            except self._driver_errors() as exc:
+                if not self._is_transient(exc):
+                    raise FeedbackStoreError(
+                        f"feedback store {self.location}: {type(exc).__name__}: {exc}".rstrip()
+                    ) from exc
+                if time.monotonic() >= deadline:
+                    raise FeedbackStoreError(
+                        f"feedback store {self.location}: still busy after "
+                        f"{self._retry_timeout_s:g} s ({type(exc).__name__}: {exc}); fix: "
+                        "retry later, or raise the backend's retry timeout"
+                    ) from exc
+                attempt += 1
+                logger.debug(
+                    "feedback store %s: retry %d after %s: %s",
+                    self.location,
+                    attempt,
+                    type(exc).__name__,
+                    exc,
+                )
+                delay = min(0.002 * 2**attempt, 0.2) * (0.5 + self._rng.random())
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+
+    def _init_schema(self) -> int:
+        def init(tx: Tx) -> int:
+            self._lock_schema(tx)
+            tx.execute(_SCHEMA_TABLE)
+            rows = tx.query("SELECT version FROM ragrec_schema")
+            if not rows:
+                for statement in _DDL_V1:
+                    tx.execute(statement.format(seq=self._seq_type))
+                tx.execute(
+                    "INSERT INTO ragrec_schema (singleton, version) VALUES (1, ?)",
+                    (SCHEMA_VERSION,),
+                )
+                return SCHEMA_VERSION
+            version = int(rows[0][0])
+            if version == SCHEMA_VERSION:
+                return version
+            if version > SCHEMA_VERSION:
+                raise StoreVersionError(
+                    f"feedback store {self.location} has schema version {version}, written "
+                    f"by a newer ragrec; this ragrec reads schema version {SCHEMA_VERSION} "
+                    "and older. Fix: upgrade ragrec (pip install -U ragrec), or open "
+                    "another store."
+                )
+            missing = [v for v in range(version, SCHEMA_VERSION) if v not in MIGRATIONS]
+            if missing:
+                known = ", ".join(str(v) for v in sorted(MIGRATIONS)) or "none"
+                raise StoreVersionError(
+                    f"feedback store {self.location} has schema version {version}, which "
+                    f"this ragrec cannot migrate to version {SCHEMA_VERSION} (it migrates "
+                    f"from versions: {known}). Fix: open it with the ragrec that wrote it "
+                    "and export the events, or start a new store."
+                )
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step]:
+                    tx.execute(statement.format(seq=self._seq_type))
+            tx.execute("UPDATE ragrec_schema SET version = ?", (SCHEMA_VERSION,))
+            logger.info(
+                "feedback store %s migrated from schema %d to %d",
+                self.location,
+                version,
+                SCHEMA_VERSION,
+            )
+            return SCHEMA_VERSION
+
+        return self._run(init)
+
+    @property
+    def schema_version(self) -> int:
+        return self._version
+
+    # -- events ----------------------------------------------------------------------
+
+    def add(self, event: FeedbackEvent | Mapping[str, Any]) -> bool:
+        checked = FeedbackEvent.parse(event)
+        return self._run(lambda tx: self._insert_events(tx, [checked])) == 1
+
+    def add_many(self, events: Iterable[FeedbackEvent | Mapping[str, Any]]) -> int:
+        # Validate all before opening the transaction: a malformed event writes nothing.
+        checked = [FeedbackEvent.parse(e) for e in events]
+        if not checked:
+            return 0
+        return self._run(lambda tx: self._insert_events(tx, checked))
+
+    def _insert_events(self, tx: Tx, events: Sequence[FeedbackEvent]) -> int:
+        stored = 0
+        for event in events:
+            row = _event_row(event)
+            if tx.execute(_INSERT_EVENT, row) == 1:
+                stored += 1
+                continue
+            existing = tx.query(
+                f"SELECT {_EVENT_COLUMNS} FROM ragrec_events WHERE event_id = ?", (row[0],)
+            )
+            if not existing:
+                raise FeedbackStoreError(
+                    f"feedback store {self.location}: event {event.event_id!r} was neither "
+                    "inserted nor found"
+                )
+            if tuple(existing[0]) != row:
+                old = _event_from_row(existing[0]).model_dump()
+                raise FeedbackConflictError(
+                    f"feedback event {event.event_id!r}",
+                    _differences(
+                        _EVENT_FIELDS,
+                        [old[f] for f in _EVENT_FIELDS],
+                        [getattr(event, f) for f in _EVENT_FIELDS],
+                    ),
+                    fix="Fix: a retry must resend the identical event (same timestamp too); "
+                    "a new event needs a new event_id. Nothing of this call was stored.",
+                )
+        return stored
+
+    def events(
+        self,
+        user_id: int | str | None = None,
+        *,
+        kinds: Iterable[EventKind | str] | None = None,
+        since: datetime | None = None,
+    ) -> list[FeedbackEvent]:
+        where: list[str] = []
+        params: list[Any] = []
+        if user_id is not None:
+            where.append("user_id = ?")
+            params.append(_query_id(user_id, "user_id"))
+        kind_values = _query_kinds(kinds)
+        if kind_values is not None:
+            if not kind_values:
+                return []
+            where.append(f"kind IN ({', '.join('?' for _ in kind_values)})")
+            params.extend(kind_values)
+        since_us = _query_since(since)
+        if since_us is not None:
+            where.append("ts_us >= ?")
+            params.append(since_us)
+        return self._select_events(where, params)
+
+    def _select_events(self, where: Sequence[str], params: Sequence[Any]) -> list[FeedbackEvent]:
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        sql = f"SELECT {_EVENT_COLUMNS} FROM ragrec_events{clause} ORDER BY ts_us, seq"
+        rows = self._run(lambda tx: tx.query(sql, params), write=False)
+        return [_event_from_row(r) for r in rows]
+
+    def count(self) -> int:
+        rows = self._run(lambda tx: tx.query("SELECT COUNT(*) FROM ragrec_events"), write=False)
+        return int(rows[0][0])
+
+    def users(self) -> list[int | str]:
+        rows = self._run(
+            lambda tx: tx.query("SELECT DISTINCT user_id FROM ragrec_events"), write=False
+        )
+        ids = [decode_id(r[0]) for r in rows]
+        return sorted(ids, key=lambda v: (isinstance(v, str), v))
+
+    def history(
+        self, user_id: int | str, *, min_rating: float = DEFAULT_MIN_RATING
+    ) -> list[FeedbackEvent]:
+        if isinstance(min_rating, bool) or not isinstance(min_rating, int | float):
+            raise ConfigError(f"min_rating={min_rating!r}: pass a number such as 4.0")
+        positive = sorted(k.value for k in POSITIVE_KINDS)
+        where = [
+            "user_id = ?",
+            f"(kind IN ({', '.join('?' for _ in positive)}) OR (kind = ? AND value >= ?))",
+        ]
+        params = [
+            _query_id(user_id, "user_id"),
+            *positive,
+            EventKind.RATING.value,
+            float(min_rating),
+        ]
+        return self._select_events(where, params)
+
+    # -- recommendations ---------------------------------------------------------------
+
+    def log_recommendation(
+        self, record: RecommendationRecord | Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> bool:
+        if (record is None) == (not fields):
+            raise ConfigError(
+                "log_recommendation: pass either a RecommendationRecord (or a mapping of its "
+                "fields) or its fields as keywords (rec_id=..., user_id=..., items=..., "
+                "timestamp=...), not both and not neither"
+            )
+        checked = RecommendationRecord.parse(record if record is not None else fields)
+        row = _rec_row(checked)
+
+        def insert(tx: Tx) -> bool:
+            if tx.execute(_INSERT_REC, row) == 1:
+                return True
+            existing = tx.query(
+                f"SELECT {_REC_COLUMNS} FROM ragrec_recommendations WHERE rec_id = ?",
+                (row[0],),
+            )
+            if existing and tuple(existing[0]) != row:
+                old = _rec_from_row(existing[0])
+                raise FeedbackConflictError(
+                    f"recommendation {checked.rec_id!r}",
+                    _differences(
+                        _REC_FIELDS,
+                        [getattr(old, f) for f in _REC_FIELDS],
+                        [getattr(checked, f) for f in _REC_FIELDS],
+                    ),
+                    fix="Fix: log each served recommendation under its own rec_id; a retry "
+                    "must resend the identical record. Nothing was stored.",
+                )
+            return False
+
+        return self._run(insert)
+
+    def recommendation(self, rec_id: str) -> RecommendationRecord | None:
+        if not isinstance(rec_id, str):
+            raise ConfigError(f"rec_id={rec_id!r}: recommendation ids are text; pass a str")
+        rows = self._run(
+            lambda tx: tx.query(
+                f"SELECT {_REC_COLUMNS} FROM ragrec_recommendations WHERE rec_id = ?",
+                (rec_id,),
+            ),
+            write=False,
+        )
+        return _rec_from_row(rows[0]) if rows else None
+
+    def recommendations(
+        self, user_id: int | str | None = None, *, since: datetime | None = None
+    ) -> list[RecommendationRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if user_id is not None:
+            where.append("user_id = ?")
+            params.append(_query_id(user_id, "user_id"))
+        since_us = _query_since(since)
+        if since_us is not None:
+            where.append("ts_us >= ?")
+            params.append(since_us)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        sql = f"SELECT {_REC_COLUMNS} FROM ragrec_recommendations{clause} ORDER BY ts_us, seq"
+        rows = self._run(lambda tx: tx.query(sql, params), write=False)
+        return [_rec_from_row(r) for r in rows]
+
+    # -- weights and profiles --------------------------------------------------------
+
+    def get_weights(self, user_id: int | str | None) -> dict[str, float]:
+        params: tuple[Any, ...] = ()
+        if user_id is None:
+            sql = "SELECT channel, weight FROM ragrec_global_weights"
+        else:
+            sql = "SELECT channel, weight FROM ragrec_user_weights WHERE user_id = ?"
+            params = (_query_id(user_id, "user_id"),)
+        rows = self._run(lambda tx: tx.query(sql, params), write=False)
+        return {str(name): float(weight) for name, weight in sorted(rows)}
+
+    def set_weights(self, user_id: int | str | None, weights: Mapping[str, float]) -> None:
+        scope = "global prior" if user_id is None else f"user {user_id!r}"
+        try:
+            checked = check_weights(weights)
+        except ValueError as exc:
+            why, _, fix = str(exc).partition(" -- fix: ")
+            raise InvalidFeedbackError(
+                f"channel weights of the {scope}", [FieldIssue("weights", weights, why, fix)]
+            ) from None
+        now = to_us(datetime.now(UTC))
+        key = None if user_id is None else _query_id(user_id, "user_id")
+
+        def replace(tx: Tx) -> None:
+            if key is None:
+                tx.execute("DELETE FROM ragrec_global_weights")
+                for name, weight in checked.items():
+                    tx.execute(
+                        "INSERT INTO ragrec_global_weights (channel, weight, updated_us) "
+                        "VALUES (?, ?, ?)",
+                        (name, weight, now),
+                    )
+                return
+            tx.execute("DELETE FROM ragrec_user_weights WHERE user_id = ?", (key,))
+            for name, weight in checked.items():
+                tx.execute(
+                    "INSERT INTO ragrec_user_weights (user_id, channel, weight, updated_us) "
+                    "VALUES (?, ?, ?, ?)",
+                    (key, name, weight, now),
+                )
+
+        self._run(replace)
+
+    def profile(self, user_id: int | str) -> dict[str, JsonValue]:
+        key = _query_id(user_id, "user_id")
+        rows = self._run(
+            lambda tx: tx.query(
+                "SELECT profile_key, profile_value FROM ragrec_profiles WHERE user_id = ?",
+                (key,),
+            ),
+            write=False,
+        )
+        return {str(k): json.loads(v) for k, v in sorted(rows)}
+
+    def update_profile(self, user_id: int | str, values: Mapping[str, JsonValue]) -> None:
+        key = _query_id(user_id, "user_id")
+        source = f"profile update of user {user_id!r}"
+        if not isinstance(values, Mapping):
+            raise InvalidFeedbackError(
+                source,
+                [FieldIssue("values", values, "not a mapping", "pass a dict of key -> value")],
+            )
+        issues: list[FieldIssue] = []
+        encoded: dict[str, str | None] = {}
+        for name, value in values.items():
+            if not isinstance(name, str) or not name.strip():
+                issues.append(
+                    FieldIssue(repr(name), value, "key is not a non-empty str", "use text keys")
+                )
+                continue
+            try:
+                encoded[name] = None if value is None else canonical_json(value)
+            except (TypeError, ValueError) as exc:
+                issues.append(
+                    FieldIssue(
+                        name,
+                        value,
+                        f"not JSON ({exc})",
+                        "store str, numbers, bools, lists and dicts (no NaN)",
+                    )
+                )
+        if issues:
+            raise InvalidFeedbackError(source, issues)
+        now = to_us(datetime.now(UTC))
+
+        def update(tx: Tx) -> None:
+            for name, text in encoded.items():
+                if text is None:
+                    tx.execute(
+                        "DELETE FROM ragrec_profiles WHERE user_id = ? AND profile_key = ?",
+                        (key, name),
+                    )
+                else:
+                    tx.execute(
+                        "INSERT INTO ragrec_profiles "
+                        "(user_id, profile_key, profile_value, updated_us) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (user_id, profile_key) DO UPDATE SET "
+                        "profile_value = excluded.profile_value, "
+                        "updated_us = excluded.updated_us",
+                        (key, name, text, now),
+                    )
+
+        self._run(update)
+
+    # -- privacy -----------------------------------------------------------------------
+
+    def forget_user(self, user_id: int | str) -> dict[str, int]:
+        key = _query_id(user_id, "user_id")
+
+        def forget(tx: Tx) -> dict[str, int]:
+            return {
+                table: tx.execute(f"DELETE FROM ragrec_{table} WHERE user_id = ?", (key,))
+                for table in ("events", "recommendations", "user_weights", "profiles")
+            }
+
+        counts = self._run(forget)
+        logger.info("feedback store %s: forgot a user (%s)", self.location, counts)
+        return counts
