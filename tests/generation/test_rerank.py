@@ -3,6 +3,7 @@ degraded path, and the blend with retrieval scores."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -20,7 +21,7 @@ from ragrec.generation._rerank import (
 from ragrec.generation._transformers import HFTokenizer, TransformersGenerator
 from ragrec.prompting import PromptBuilder, PromptConfig
 
-from .conftest import FailingGenerator
+from .conftest import FailingGenerator, real_generator
 
 REQUESTS = [
     {
@@ -207,3 +208,33 @@ class TestFitBlendWeight:
         weight, table = fit_blend_weight(retrieval, zeros, targets)
         assert weight == 0.0
         assert len(set(table.values())) == 1
+
+
+class TestTrivialReasons:
+    """A reason must explain something: not one word, not the template's placeholder."""
+
+    @pytest.mark.parametrize(
+        ("reason", "valid"),
+        [
+            ("I", False),
+            ("Heat", False),
+            ("a title from the history", False),
+            ("A title from the history.", False),
+            ("...", False),
+            ("Same director.", True),
+            ("Another tense heist thriller", True),
+        ],
+    )
+    def test_reason_content(self, reason: str, valid: bool) -> None:
+        from ragrec.generation import Explainer
+
+        explainer = Explainer(FailingGenerator(real_generator().tokenizer))
+        text = json.dumps({"label": "A", "reason": reason, "because": []})
+        if valid:
+            assert (
+                explainer.validate(text, label="A", candidate_labels="AB", history_titles=[]).reason
+                == reason
+            )
+        else:
+            with pytest.raises(ValueError, match=r"word|placeholder"):
+                explainer.validate(text, label="A", candidate_labels="AB", history_titles=[])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ExplainConfig", "Explainer", "Explanation", "ExplanationResult"]
 
+_WORD = re.compile(r"[^\W\d_]{2,}")
+# The default template's example values: a reason that repeats one explains nothing.
+_PLACEHOLDERS = frozenset({"a title from the history", "..."})
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().strip(" .!\"'").split())
+
 
 class ExplainConfig(BaseModel):
     """Configuration of :class:`Explainer`."""
@@ -29,6 +38,11 @@ class ExplainConfig(BaseModel):
     max_tokens: int = Field(default=80, ge=8, description="Generated tokens per explanation.")
     history_items: int = Field(default=8, ge=1, description="Recent history titles shown.")
     max_reason_chars: int = Field(default=160, ge=10, description="Longest reason accepted.")
+    min_reason_words: int = Field(
+        default=2,
+        ge=1,
+        description="Fewest words a reason may have (a bare label or title explains nothing).",
+    )
     constrained: bool = Field(
         default=True, description="Constrain decoding to the JSON schema (xgrammar)."
     )
@@ -98,7 +112,7 @@ class Explainer:
                 "label": {"enum": [label]},
                 "reason": {
                     "type": "string",
-                    "minLength": 1,
+                    "minLength": 4 * self.config.min_reason_words,
                     "maxLength": self.config.max_reason_chars,
                 },
                 "because": because,
@@ -138,6 +152,14 @@ class Explainer:
             raise ValueError(f"cites {outside[0]!r}, which is not in the history")
         if len(exp.reason) > self.config.max_reason_chars:
             raise ValueError(f"reason longer than {self.config.max_reason_chars} characters")
+        words = _WORD.findall(exp.reason)
+        if len(words) < self.config.min_reason_words:
+            raise ValueError(
+                f"reason {exp.reason!r} has {len(words)} word(s), fewer than "
+                f"{self.config.min_reason_words}"
+            )
+        if _norm(exp.reason) in _PLACEHOLDERS:
+            raise ValueError(f"reason {exp.reason!r} copies the prompt's placeholder")
         return exp
 
     def explain(
