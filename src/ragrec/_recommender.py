@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import tempfile
 import threading
 import time
@@ -29,6 +30,7 @@ from ragrec.feedback import (
     ItemProvenance,
     RecommendationRecord,
     ServedItem,
+    SQLiteFeedbackStore,
     open_store,
 )
 from ragrec.feedback._learners import (
@@ -43,6 +45,7 @@ from ragrec.generation import (
     ExplanationResult,
     Generator,
     GeneratorConfig,
+    LLMScores,
     RerankConfig,
     VerbalizerRanker,
     blend_scores,
@@ -52,6 +55,7 @@ from ragrec.prompting import (
     Exemplar,
     ExemplarConfig,
     ExemplarPool,
+    Message,
     PromptBuilder,
     PromptConfig,
     PromptTooLongError,
@@ -176,7 +180,8 @@ class Recommendation:
         blend_weight: Share of the LLM in the final score.
         llm_ranked: True when the LLM's scores entered the ranking.
         timings: Seconds by stage.
-        degraded: True when the LLM failed and retrieval order was used.
+        degraded: True when an LLM stage failed: ranking (the retrieval order is used)
+            or explaining (the explanations are missing or flagged).
         reason: Why it degraded.
         cold_start: True when the user had no history.
     """
@@ -216,8 +221,10 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item())
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
@@ -225,17 +232,47 @@ def _jsonable(value: Any) -> Any:
 
 @dataclass
 class _Profile:
-    """What feedback added to a user's state since the build."""
+    """What feedback changed in a user's state since the build (the latest event about
+    an item wins: a like after a dislike unblocks it, a dislike after a like removes it
+    from the history)."""
 
     added: list[int] = field(default_factory=list)  # catalog positions, in event order
     blocked: set[int] = field(default_factory=set)
+
+    def apply(self, position: int, *, positive: bool, negative: bool) -> None:
+        if positive:
+            if position not in self.added:
+                self.added.append(position)
+            self.blocked.discard(position)
+        if negative:
+            self.blocked.add(position)
+            if position in self.added:
+                self.added.remove(position)
+
+
+class _SharedPoolRanker(VerbalizerRanker):
+    """The verbalizer ranker with exemplar selection under the recommender's lock, so a
+    concurrent feedback event cannot change the pool while a request selects from it
+    (the forward pass itself runs outside the lock)."""
+
+    def __init__(self, *args: Any, lock: threading.RLock, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pool_lock = lock
+
+    def shots(
+        self, *, user_key: Any, history: Sequence[tuple[Any, str]]
+    ) -> list[tuple[str, tuple[Message, Message]]]:
+        with self._pool_lock:
+            return super().shots(user_key=user_key, history=history)
 
 
 class Recommender:
     """Retrieval, LLM re-ranking with explanations, and a durable feedback loop.
 
     Build one with :meth:`build` (or :meth:`load` a saved store). ``recommend`` is safe to
-    call from several threads; feedback updates are serialised.
+    call from several threads, also while feedback arrives: each request reads one
+    consistent snapshot of the catalog, channels, weights and profiles; feedback, catalog
+    changes, ``forget_user`` and ``save`` are serialised.
     """
 
     def __init__(
@@ -266,8 +303,11 @@ class Recommender:
         self.learner = WeightLearner(config.learning.weights)
         self._profiles: dict[Any, _Profile] = {}
         self._lock = threading.RLock()
+        # builds the LLM components once, also when the first requests arrive together
+        self._lazy_lock = threading.RLock()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.store = open_store(self._store_location())
-        self._replay_profiles()
+        self._replay()
 
     # construction -------------------------------------------------------------------------
 
@@ -292,7 +332,7 @@ class Recommender:
             generator: An LLM backend to share (default: built from the config).
 
         Raises:
-            ConfigError: Invalid config, or ``path`` holds another store.
+            ConfigError: Invalid config, or ``path`` holds another store or is a file.
         """
         cfg = _parse_config(config)
         folder = None
@@ -300,9 +340,11 @@ class Recommender:
             folder = Path(path)
             if (folder / "manifest.json").exists():
                 raise ConfigError(
-                    f"{folder} already holds a ragrec store; load it with Recommender.load "
-                    "or choose another folder"
+                    f"path={str(folder)!r} already holds a ragrec store; load it with "
+                    "Recommender.load, or choose another folder"
                 )
+            if folder.exists() and not folder.is_dir():
+                raise ConfigError(f"path={str(folder)!r} is a file; pass a folder for the store")
             folder.mkdir(parents=True, exist_ok=True)
         rec = cls(cfg, catalog, interactions, path=folder, generator=generator)
         if cfg.exemplars.k > 0 and len(rec.pool) == 0:
@@ -316,32 +358,51 @@ class Recommender:
             return self.config.feedback_url
         if self.path is not None:
             return str(self.path / "feedback.sqlite")
-        # not saved yet: a private temporary database, copied into the store on save()
+        # not saved yet: a private temporary database, moved into the store on save()
         self._tmp = tempfile.TemporaryDirectory(prefix="ragrec-feedback-")
         return str(Path(self._tmp.name) / "feedback.sqlite")
+
+    def close(self) -> None:
+        """Close the feedback store (and delete the temporary one of a recommender that
+        was never saved). Safe to call twice."""
+        with self._lock:
+            self.store.close()
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
 
     @property
     def generator(self) -> Generator:
         """The LLM backend (built on first use)."""
         if self._generator is None:
-            self._generator = make_generator(self.config.generator)
+            with self._lazy_lock:
+                if self._generator is None:
+                    self._generator = make_generator(self.config.generator)
         return self._generator
 
     @property
     def ranker(self) -> VerbalizerRanker:
         """Prompt rendering and verbalizer scoring."""
         if self._ranker is None:
-            builder = PromptBuilder(self.generator.tokenizer, self.config.prompt)
-            self._ranker = VerbalizerRanker(
-                self.generator, builder, self.config.rerank, exemplars=self.pool
-            )
+            with self._lazy_lock:
+                if self._ranker is None:
+                    builder = PromptBuilder(self.generator.tokenizer, self.config.prompt)
+                    self._ranker = _SharedPoolRanker(
+                        self.generator,
+                        builder,
+                        self.config.rerank,
+                        exemplars=self.pool,
+                        lock=self._lock,
+                    )
         return self._ranker
 
     @property
     def explainer(self) -> Explainer:
         """Writes explanations."""
         if self._explainer is None:
-            self._explainer = Explainer(self.generator, self.config.explain)
+            with self._lazy_lock:
+                if self._explainer is None:
+                    self._explainer = Explainer(self.generator, self.config.explain)
         return self._explainer
 
     # state --------------------------------------------------------------------------------
@@ -357,23 +418,31 @@ class Recommender:
         return int(pos[0])
 
     def _query(self, user_id: Any, text: str | None) -> RetrievalQuery:
+        """The user's query: built history, then positive feedback (call under the lock)."""
         base = self.retriever.query(user_id, text=text)
         profile = self._profiles.get(user_id)
         if profile is None or not profile.added:
             return base
-        added = np.asarray(profile.added, dtype=np.int64)
-        ratings = (
-            np.concatenate([base.ratings, np.full(len(added), np.nan)])
-            if base.ratings is not None
-            else None
-        )
+        seen = set(base.history.tolist())
+        added = np.asarray([p for p in profile.added if p not in seen], dtype=np.int64)
+        if not len(added):
+            return base
+        ratings = None
+        if base.ratings is not None:
+            # A liked item counts like the user's best-rated one. Never NaN: channels
+            # centre ratings on their mean, and one NaN silences them for the user.
+            known = base.ratings[np.isfinite(base.ratings)]
+            fill = float(known.max()) if len(known) else 1.0
+            ratings = np.concatenate([base.ratings, np.full(len(added), fill)])
         return RetrievalQuery(user_id, np.concatenate([base.history, added]), ratings, text)
 
     def history(self, user_id: Any) -> list[tuple[Any, str]]:
         """The user's history as ``(item id, title)``, oldest first (built data, then
         positive feedback)."""
-        query = self._query(user_id, None)
-        return [(self.catalog.item_ids[p], str(self.catalog.titles[p])) for p in query.history]
+        with self._lock:
+            query = self._query(user_id, None)
+            catalog = self.catalog
+        return [(_plain_value(catalog.item_ids[p]), str(catalog.titles[p])) for p in query.history]
 
     def weights(self, user_id: Any = None) -> dict[str, float]:
         """Channel weights that apply to a user (None: the global prior)."""
@@ -381,7 +450,8 @@ class Recommender:
 
     def known_user(self, user_id: Any) -> bool:
         """True when the user has any history."""
-        return len(self._query(user_id, None).history) > 0
+        with self._lock:
+            return len(self._query(user_id, None).history) > 0
 
     # recommending -------------------------------------------------------------------------
 
@@ -401,7 +471,7 @@ class Recommender:
         the retrieval order with ``degraded=True`` and the reason; they never raise.
 
         Raises:
-            ConfigError: ``k`` < 1.
+            ConfigError: ``k`` is not an integer >= 1, or ``filters`` is not a Filters.
         """
         return self.recommend_batch([user_id], k=k, query=query, explain=explain, filters=filters)[
             0
@@ -416,66 +486,94 @@ class Recommender:
         explain: bool = False,
         filters: Filters | None = None,
     ) -> list[Recommendation]:
-        """:meth:`recommend` for several users (retrieval and LLM scoring batched)."""
-        if k < 1:
-            raise ConfigError(f"k={k} must be >= 1")
+        """:meth:`recommend` for several users (LLM scoring batched).
+
+        Timings per recommendation: ``retrieval`` its own, ``llm_rank`` the batch's
+        scoring time divided by the batch size, ``explain`` its own, ``total`` their sum
+        plus assembling the result.
+        """
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ConfigError(f"k={k!r}: pass the number of items wanted, an integer >= 1")
+        k = int(k)
+        if filters is not None and not isinstance(filters, Filters):
+            raise ConfigError(
+                f"filters={filters!r}: pass a ragrec.retrieval.Filters (or None), e.g. "
+                "Filters(genres_any=['Comedy'])"
+            )
+        users = list(user_ids)
+        if not users:
+            return []
         cfg = self.config
-        t0 = time.perf_counter()
-        queries = [self._query(u, query) for u in user_ids]
         flt = filters or Filters()
         depth = max(k, cfg.llm_candidates)
+        queries: list[RetrievalQuery] = []
         results = []
-        for q in queries:
-            blocked = self._profiles.get(q.user_id, _Profile()).blocked
-            extra = [self.catalog.item_ids[p] for p in blocked]
-            user_filter = (
-                flt.model_copy(update={"exclude_ids": [*flt.exclude_ids, *extra]}) if extra else flt
-            )
-            results.append(self.retriever.retrieve(q, k=depth, filters=user_filter))
-        t_retrieval = time.perf_counter() - t0
+        t_retrieval: list[float] = []
+        with self._lock:
+            # one consistent snapshot: feedback and catalog changes wait for retrieval
+            catalog = self.catalog
+            for user in users:
+                t0 = time.perf_counter()
+                q = self._query(user, query)
+                profile = self._profiles.get(q.user_id)
+                extra = [catalog.item_ids[p] for p in profile.blocked] if profile else []
+                user_filter = (
+                    flt.model_copy(update={"exclude_ids": [*flt.exclude_ids, *extra]})
+                    if extra
+                    else flt
+                )
+                results.append(self.retriever.retrieve(q, k=depth, filters=user_filter))
+                queries.append(q)
+                t_retrieval.append(time.perf_counter() - t0)
 
         blend = cfg.rerank.blend_weight
         score = cfg.score_with_llm if cfg.score_with_llm is not None else blend > 0
-        use_llm = cfg.llm_candidates > 0
-        recs = []
-        prompts: list[RenderedPrompt | None] = [None] * len(results)
-        llm_scores: list[np.ndarray | None] = [None] * len(results)
-        degraded: list[str | None] = [None] * len(results)
+        n = len(queries)
+        prompts: list[RenderedPrompt | None] = [None] * n
+        llm_scores: list[np.ndarray | None] = [None] * n
+        degraded: list[str | None] = [None] * n
         t1 = time.perf_counter()
-        if use_llm:
+        if cfg.llm_candidates > 0:
             requests = []
             for q, res in zip(queries, results, strict=True):
-                hist = [(self.catalog.item_ids[p], str(self.catalog.titles[p])) for p in q.history]
+                hist = [
+                    (_plain_value(catalog.item_ids[p]), str(catalog.titles[p])) for p in q.history
+                ]
                 cands = [(c.item_id, c.title) for c in res.candidates[: cfg.llm_candidates]]
                 requests.append(
                     {"user_key": q.user_id, "history": hist, "candidates": cands, "query": query}
                 )
-            if score:
-                scored = self.ranker.score_batch([r for r in requests if r["candidates"]])
-                it = iter(scored)
-                for i, r in enumerate(requests):
-                    if not r["candidates"]:
-                        continue
-                    s = next(it)
-                    prompts[i] = s.prompts[0] if s.prompts else None
-                    if s.degraded:
-                        degraded[i] = s.reason
-                    else:
-                        llm_scores[i] = s.logprobs
-            else:
-                for i, r in enumerate(requests):
-                    if not r["candidates"]:
-                        continue
-                    try:
-                        prompts[i] = self.ranker.prompts(**r)[0][0]
-                    except (PromptTooLongError, RagrecError) as exc:
-                        degraded[i] = f"{type(exc).__name__}: {exc}"
-        t_llm = time.perf_counter() - t1
+            todo = [i for i, r in enumerate(requests) if r["candidates"]]
+            try:
+                if score:
+                    scored: list[LLMScores] = self.ranker.score_batch([requests[i] for i in todo])
+                    for i, s in zip(todo, scored, strict=True):
+                        prompts[i] = s.prompts[0] if s.prompts else None
+                        if s.degraded:
+                            degraded[i] = s.reason
+                        else:
+                            llm_scores[i] = s.logprobs
+                else:
+                    for i in todo:
+                        try:
+                            prompts[i] = self.ranker.prompts(**requests[i])[0][0]
+                        except (PromptTooLongError, RagrecError) as exc:
+                            degraded[i] = f"{type(exc).__name__}: {exc}"
+            # Serving must not fail because the LLM stage did (a backend that cannot be
+            # built, an unexpected error in a backend): degrade to the retrieval order.
+            except Exception as exc:
+                logger.warning("LLM stage failed; using the retrieval order", exc_info=True)
+                for i in todo:
+                    prompts[i], llm_scores[i] = None, None
+                    degraded[i] = f"{type(exc).__name__}: {exc}"
+        t_llm = (time.perf_counter() - t1) / n
 
+        recs = []
         for i, (q, res) in enumerate(zip(queries, results, strict=True)):
             t2 = time.perf_counter()
             order, final = self._final_order(res.scores, llm_scores[i], blend, cfg.llm_candidates)
             prompt = prompts[i]
+            lp = llm_scores[i]
             items = []
             for rank, idx in enumerate(order[:k], start=1):
                 c = res.candidates[idx]
@@ -484,7 +582,6 @@ class Recommender:
                     if prompt is not None and c.item_id in prompt.candidate_ids
                     else None
                 )
-                lp = llm_scores[i]
                 items.append(
                     RecommendedItem(
                         item_id=c.item_id,
@@ -497,8 +594,12 @@ class Recommender:
                         channels=tuple((p.channel, p.rank, p.score) for p in c.provenance),
                     )
                 )
+            t3 = time.perf_counter()
             if explain and cfg.explain_top > 0 and prompt is not None and degraded[i] is None:
-                items = self._explain(q, items, prompt, query)
+                items, failure = self._explain(q, items, prompt, query, catalog)
+                if failure is not None:
+                    degraded[i] = failure
+            t_explain = time.perf_counter() - t3
             rec = Recommendation(
                 id=uuid.uuid4().hex,
                 user_id=q.user_id,
@@ -510,21 +611,19 @@ class Recommender:
                 exemplar_ids=prompt.exemplar_ids if prompt else (),
                 model=self.config.generator.model,
                 backend=self.config.generator.backend,
-                blend_weight=blend if llm_scores[i] is not None else 0.0,
-                llm_ranked=llm_scores[i] is not None and blend > 0,
+                blend_weight=blend if lp is not None else 0.0,
+                llm_ranked=lp is not None and blend > 0,
                 timings={
-                    "retrieval": t_retrieval / len(queries),
-                    "llm_rank": t_llm / len(queries),
-                    "explain": time.perf_counter() - t2,
-                    "total": t_retrieval / len(queries)
-                    + t_llm / len(queries)
-                    + (time.perf_counter() - t2),
+                    "retrieval": t_retrieval[i],
+                    "llm_rank": t_llm,
+                    "explain": t_explain,
+                    "total": t_retrieval[i] + t_llm + (time.perf_counter() - t2),
                 },
                 degraded=degraded[i] is not None,
                 reason=degraded[i],
                 cold_start=res.cold_start,
             )
-            self._log(rec, prompt, q)
+            self._log(rec, prompt, q, catalog)
             recs.append(rec)
         return recs
 
@@ -532,13 +631,20 @@ class Recommender:
     def _final_order(
         retrieval: np.ndarray, llm: np.ndarray | None, blend: float, n_llm: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Indices into the candidate list, best first, and the final scores."""
+        """Indices into the candidate list, best first, and the final scores.
+
+        With LLM scores, the ``n`` candidates the LLM saw get their blend; deeper ones
+        keep the retrieval order below them (shifted under the lowest blend), so the
+        final scores decrease with the rank.
+        """
         final = np.asarray(retrieval, dtype=np.float64).copy()
         if llm is not None and blend > 0 and len(llm):
             n = len(llm)
             head = blend_scores(final[:n], llm, blend)
-            # re-ranked candidates stay above deeper ones, which keep retrieval order
-            final = np.concatenate([1000.0 + head, final[n:] - final.max() - 1.0])
+            tail = final[n:]
+            if len(tail):
+                tail = tail - tail.max() + head.min() - 1.0
+            final = np.concatenate([head, tail])
         order = np.argsort(-final, kind="stable")
         return order, final
 
@@ -548,28 +654,47 @@ class Recommender:
         items: list[RecommendedItem],
         prompt: RenderedPrompt,
         text: str | None,
-    ) -> list[RecommendedItem]:
+        catalog: Catalog,
+    ) -> tuple[list[RecommendedItem], str | None]:
+        """The items with explanations of the top ``explain_top``, and why explaining
+        failed when the backend did (None otherwise)."""
         explain = [it for it in items[: self.config.explain_top] if it.label is not None]
-        history = [str(self.catalog.titles[p]) for p in query.history]
-        results = self.explainer.explain(
-            history=history,
-            items=[(it.item_id, it.label or "", it.title) for it in explain],
-            candidate_labels=prompt.labels,
-            query=text,
-        )
+        if not explain:
+            return items, None
+        history = [str(catalog.titles[p]) for p in query.history]
+        try:
+            results = self.explainer.explain(
+                history=history,
+                items=[(it.item_id, it.label or "", it.title) for it in explain],
+                candidate_labels=prompt.labels,
+                query=text,
+            )
+        # Explanations are optional: a failure costs them, never the recommendation.
+        except Exception as exc:
+            logger.warning("explanations failed", exc_info=True)
+            return items, f"explanations failed: {type(exc).__name__}: {exc}"
         by_id = {r.item_id: r for r in results}
-        return [
+        backend = [r.error for r in results if r.error and r.error.startswith("backend error")]
+        failure = f"explanations failed: {backend[0]}" if backend else None
+        out = [
             RecommendedItem(**{**asdict_shallow(it), "explanation": by_id.get(it.item_id)})
             for it in items
         ]
+        return out, failure
 
     def _log(
-        self, rec: Recommendation, prompt: RenderedPrompt | None, query: RetrievalQuery
+        self,
+        rec: Recommendation,
+        prompt: RenderedPrompt | None,
+        query: RetrievalQuery,
+        catalog: Catalog,
     ) -> None:
         """Record what was served, so feedback can be credited to channels and turned into
-        exemplars."""
+        exemplars (anonymous requests, ``user_id=None``, have no one to credit)."""
+        if rec.user_id is None:
+            return
         context = {
-            "history_ids": [self.catalog.item_ids[p] for p in query.history][-50:],
+            "history_ids": [catalog.item_ids[p] for p in query.history][-50:],
             "candidate_ids": list(prompt.candidate_ids) if prompt else [],
             "labels": list(prompt.labels) if prompt else [],
         }
@@ -605,27 +730,28 @@ class Recommender:
         and learned from once.
 
         Returns:
-            What happened: ``stored`` (False for a repeat), ``reward``, the user's
-            ``weights`` after the update, ``exemplar`` (id added or removed, if any).
+            What happened: ``stored`` (False for a repeat), ``event_id``, ``reward``, the
+            user's ``weights`` after the update, ``exemplar`` (id added or removed, if any).
 
         Raises:
-            DataValidationError: A malformed event, or an item not in the catalog
-                (nothing is stored).
+            InvalidFeedbackError: A malformed event, or an item not in the catalog (names
+                the field; nothing is stored). A DataValidationError.
+            FeedbackConflictError: The event id is stored with different content.
         """
         ev = event if isinstance(event, FeedbackEvent) else _parse_event(event)
-        if self.catalog.positions([ev.item_id])[0] < 0:
-            raise InvalidFeedbackError(
-                "feedback event",
-                [
-                    FieldIssue(
-                        "item_id",
-                        ev.item_id,
-                        f"not in the catalog ({len(self.catalog)} items)",
-                        "send events for catalog items, or add_items() first",
-                    )
-                ],
-            )
         with self._lock:
+            if self.catalog.positions([ev.item_id])[0] < 0:
+                raise InvalidFeedbackError(
+                    f"feedback event {ev.event_id!r}",
+                    [
+                        FieldIssue(
+                            "item_id",
+                            ev.item_id,
+                            f"not in the catalog ({len(self.catalog)} items)",
+                            "send events for catalog items, or add_items() first",
+                        )
+                    ],
+                )
             stored = self.store.add(ev)
             out: dict[str, Any] = {"stored": stored, "event_id": ev.event_id}
             if not stored:
@@ -658,11 +784,9 @@ class Recommender:
         out["weights"] = self.weights(ev.user_id)
         pos = self._position(ev.item_id)
         if cfg.profile and (positive or negative):
-            profile = self._profiles.setdefault(ev.user_id, _Profile())
-            if positive and pos not in profile.added:
-                profile.added.append(pos)
-            if negative:
-                profile.blocked.add(pos)
+            self._profiles.setdefault(ev.user_id, _Profile()).apply(
+                pos, positive=positive, negative=negative
+            )
         if cfg.exemplars and rec is not None and (positive or negative):
             out["exemplar"] = self._curate(ev, rec, positive)
         return out
@@ -674,15 +798,21 @@ class Recommender:
         if ev.item_id not in cand_ids or not labels:
             return None
         hist_ids = list(context.get("history_ids") or [])
-        titles = dict(
-            zip(self.catalog.item_ids.tolist(), self.catalog.titles.tolist(), strict=True)
-        )
+        known = list(dict.fromkeys([*hist_ids, *cand_ids]))
+        positions = self.catalog.positions(known) if known else np.empty(0, np.int64)
+        titles = {
+            i: str(self.catalog.titles[p])
+            for i, p in zip(known, positions.tolist(), strict=True)
+            if p >= 0
+        }
+        if any(i not in titles for i in cand_ids):
+            return None  # a candidate left the catalog since: the exemplar would lie
         exemplar = Exemplar(
             user_id=ev.user_id,
-            history=tuple(str(titles.get(i, "")) for i in hist_ids if i in titles)[
+            history=tuple(titles[i] for i in hist_ids if i in titles)[
                 -self.config.exemplars.max_history :
             ],
-            candidates=tuple(str(titles.get(i, "")) for i in cand_ids),
+            candidates=tuple(titles[i] for i in cand_ids),
             label=labels[cand_ids.index(ev.item_id)],
             source="feedback",
             history_ids=tuple(i for i in hist_ids if i in titles)[
@@ -705,22 +835,38 @@ class Recommender:
             self._save_pool()
         return removed[0] if removed else None
 
-    def _replay_profiles(self) -> None:
-        """Rebuild profiles and weights from the store (after load)."""
+    def _replay(self) -> None:
+        """Rebuild profiles and channel weights from the feedback store (after load).
+
+        The store is the durable record: every event is committed before ``feedback``
+        returns, and so are the weights it moved, while ``weights.json`` is written only
+        by :meth:`save`; the store's weights therefore win over the file's.
+        """
+        cfg = self.config.learning
+        channels = set(self.retriever.weights.for_user(None))
+        weights = self.retriever.weights
+        prior = {c: w for c, w in self.store.get_weights(None).items() if c in channels}
+        if prior:
+            weights = weights.with_global({**weights.for_user(None), **prior})
         for user in self.store.users():
+            own = {c: w for c, w in self.store.get_weights(user).items() if c in channels}
+            if own:
+                weights = weights.with_user(user, own)
+            if not cfg.profile:
+                continue
             profile = _Profile()
             for event in self.store.events(user):
-                kind = str(event.kind)
                 pos = int(self.catalog.positions([event.item_id])[0])
                 if pos < 0:
                     continue  # item removed since
-                good = event.is_positive(min_rating=self.config.learning.rating_positive)
-                if good and pos not in profile.added:
-                    profile.added.append(pos)
-                if kind in NEGATIVE:
-                    profile.blocked.add(pos)
+                profile.apply(
+                    pos,
+                    positive=event.is_positive(min_rating=cfg.rating_positive),
+                    negative=str(event.kind) in NEGATIVE,
+                )
             if profile.added or profile.blocked:
                 self._profiles[user] = profile
+        self.retriever.weights = weights
 
     # catalog changes ----------------------------------------------------------------------
 
@@ -731,45 +877,63 @@ class Recommender:
             DataValidationError: An id already in the catalog, or malformed rows.
         """
         new = items if isinstance(items, Catalog) else Catalog.from_frame(items, source="add_items")
-        clash = set(new.item_ids.tolist()) & set(self.catalog.item_ids.tolist())
-        if clash:
-            raise DataValidationError(
-                "add_items",
-                f"{len(clash)} item id(s) already in the catalog, e.g. {sorted(clash)[:3]}",
-                fix="use new ids, or remove_items() the old ones first",
-            )
+        if len(new) == 0:
+            return 0
         with self._lock:
+            clash = set(new.item_ids.tolist()) & set(self.catalog.item_ids.tolist())
+            if clash:
+                raise DataValidationError(
+                    "add_items",
+                    f"{len(clash)} item id(s) already in the catalog, e.g. "
+                    f"{sorted(clash, key=str)[:3]}",
+                    fix="use new ids, or remove_items() the old ones first",
+                )
             self._refit(_concat_catalogs(self.catalog, new), self.interactions)
         return len(new)
 
     def remove_items(self, item_ids: Iterable[Any]) -> int:
         """Remove items (never recommended again; their interactions leave the channels);
-        returns how many were removed. Unknown ids raise."""
-        ids = list(item_ids)
-        for i in ids:
-            self._position(i)
+        returns how many were removed.
+
+        Raises:
+            DataValidationError: An id is not in the catalog (nothing is removed).
+            ConfigError: Every item would be removed.
+        """
+        ids = list(dict.fromkeys(_plain_value(i) for i in item_ids))
+        if not ids:
+            return 0
         with self._lock:
+            for i in ids:
+                self._position(i)
             drop = self.catalog.positions(ids)
             keep = np.setdiff1d(np.arange(len(self.catalog)), drop)
+            if not len(keep):
+                raise ConfigError(
+                    f"remove_items would remove all {len(self.catalog)} items; a recommender "
+                    "needs at least one (build a new store instead)"
+                )
             catalog = self.catalog.subset(keep)
             self._refit(catalog, self.interactions.restrict_items(catalog))
         return len(ids)
 
     def _refit(self, catalog: Catalog, interactions: Interactions) -> None:
-        old_titles = self.catalog
-        weights = self.retriever.weights
-        self.retriever = Retriever(self.retriever.config).fit(catalog, interactions)
-        self.retriever.weights = weights
-        self.catalog, self.interactions = catalog, interactions
-        remap = {}
+        """Refit the channels on new data and swap it in at once (call under the lock)."""
+        old = self.catalog
+        current = self.retriever
+        # the loaded embedder is reused: refitting must not load the model again
+        semantic = any(c.kind == "semantic" for c in current.channels)
+        retriever = Retriever(current.config, embedder=current.embedder if semantic else None)
+        retriever.fit(catalog, interactions)
+        retriever.weights = current.weights
+        profiles = {}
         for user, profile in self._profiles.items():
-            ids = [old_titles.item_ids[p] for p in profile.added]
-            blocked = [old_titles.item_ids[p] for p in profile.blocked]
-            remap[user] = _Profile(
-                [int(p) for p in catalog.positions(ids) if p >= 0],
-                {int(p) for p in catalog.positions(blocked) if p >= 0},
+            added = catalog.positions([old.item_ids[p] for p in profile.added])
+            blocked = catalog.positions([old.item_ids[p] for p in profile.blocked])
+            profiles[user] = _Profile(
+                [int(p) for p in added if p >= 0], {int(p) for p in blocked if p >= 0}
             )
-        self._profiles = remap
+        self.retriever, self.catalog, self.interactions = retriever, catalog, interactions
+        self._profiles = profiles
         if self.path is not None:
             self.save(self.path)
 
@@ -778,22 +942,34 @@ class Recommender:
     def forget_user(self, user_id: Any) -> dict[str, int]:
         """Delete everything held about a user: feedback events, logged recommendations,
         per-user weights, profile, exemplars built from their data, and their training
-        interactions (the channels are refit without them).
+        interactions (the channels are refit without them). A saved store is rewritten,
+        and a SQLite feedback database is compacted so no deleted row lingers in the file.
+
+        The global channel prior keeps what the user's feedback contributed to it (an
+        aggregate, with no id).
 
         Returns:
-            Counts removed per kind.
+            Counts removed per kind: ``events``, ``recommendations``, ``user_weights``,
+            ``profiles`` (store rows), ``exemplars``, ``profile``, ``interactions``.
+
+        Raises:
+            ConfigError: ``user_id`` is neither an integer nor text.
         """
+        key = _user_id(user_id)
         with self._lock:
-            counts = dict(self.store.forget_user(user_id))
-            counts["exemplars"] = self.pool.forget_user(user_id)
-            self.retriever.weights = self.retriever.weights.without_user(user_id)
-            counts["profile"] = int(self._profiles.pop(user_id, None) is not None)
-            mask = np.asarray([u != user_id for u in self.interactions.user_ids.tolist()])
-            counts["interactions"] = int((~mask).sum())
+            counts = dict(self.store.forget_user(key))
+            counts["exemplars"] = self.pool.forget_user(key)
+            self.retriever.weights = self.retriever.weights.without_user(key)
+            counts["profile"] = int(self._profiles.pop(key, None) is not None)
+            mask = _rows_of(self.interactions.user_ids, key)
+            counts["interactions"] = int(mask.sum())
             if counts["interactions"]:
-                self._refit(self.catalog, self.interactions.select(np.flatnonzero(mask)))
+                self._refit(self.catalog, self.interactions.select(np.flatnonzero(~mask)))
             elif self.path is not None:
                 self.save(self.path)
+            if isinstance(self.store, SQLiteFeedbackStore):
+                _compact_sqlite(self.store.path)
+        logger.info("forgot a user: %s", counts)
         return counts
 
     # persistence --------------------------------------------------------------------------
@@ -805,35 +981,44 @@ class Recommender:
     def save(self, path: str | Path) -> Path:
         """Write the store directory: manifest, config, catalog, interactions, channel
         weights, exemplar pool; the feedback database and the embedding cache already
-        live there when the recommender was built or loaded with this path."""
+        live there when the recommender was built or loaded with this path, else the
+        database is copied there and used from then on.
+
+        Raises:
+            ConfigError: ``path`` holds another ragrec store (it is never overwritten).
+        """
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(folder / "config.json", self.config.model_dump_json(indent=2))
-        _write_frame(folder / "catalog.parquet", _catalog_frame(self.catalog))
-        _write_frame(folder / "interactions.parquet", self.interactions.to_frame())
-        _atomic_write(folder / "weights.json", self.retriever.weights.to_json())
-        self.pool.save(folder / "exemplars.json")
-        if self.config.feedback_url is None and self.path != folder:
-            # the database moves with the store: copy it (consistent, via SQLite's backup)
-            source = Path(self.store.location)
-            self.store.close()
-            _copy_sqlite(source, folder / "feedback.sqlite")
-            self.store = open_store(str(folder / "feedback.sqlite"))
-        self.path = folder
-        manifest = {
-            "format": STORE_FORMAT,
-            "ragrec": __version__,
-            "saved": time.time(),
-            "files": [
-                "config.json",
-                "catalog.parquet",
-                "interactions.parquet",
-                "weights.json",
-                "exemplars.json",
-                "feedback.sqlite",
-            ],
-        }
-        _atomic_write(folder / "manifest.json", json.dumps(manifest, indent=2))
+        with self._lock:
+            same = self.path is not None and _same_path(self.path, folder)
+            if not same and (folder / "manifest.json").exists():
+                raise ConfigError(
+                    f"path={str(folder)!r} holds another ragrec store; save into a new "
+                    "folder, or delete that store first"
+                )
+            folder.mkdir(parents=True, exist_ok=True)
+            _atomic_write(folder / "config.json", self.config.model_dump_json(indent=2))
+            _write_frame(folder / "catalog.parquet", _catalog_frame(self.catalog))
+            _write_frame(folder / "interactions.parquet", self.interactions.to_frame())
+            _atomic_write(folder / "weights.json", self.retriever.weights.to_json())
+            self.pool.save(folder / "exemplars.json")
+            if self.config.feedback_url is None and not same:
+                # the database moves with the store: copy it (consistent, via SQLite's backup)
+                source = Path(self.store.location)
+                self.store.close()
+                _copy_sqlite(source, folder / "feedback.sqlite")
+                self.store = open_store(str(folder / "feedback.sqlite"))
+                if self._tmp is not None:
+                    # the private copy held every user's events: it must not outlive the move
+                    self._tmp.cleanup()
+                    self._tmp = None
+            self.path = folder
+            manifest = {
+                "format": STORE_FORMAT,
+                "ragrec": __version__,
+                "saved": time.time(),
+                "files": list(_STORE_FILES),
+            }
+            _atomic_write(folder / "manifest.json", json.dumps(manifest, indent=2))
         return folder
 
     @classmethod
@@ -841,7 +1026,8 @@ class Recommender:
         """Open a store directory written by :meth:`save`.
 
         Raises:
-            ConfigError: Not a store, or written by a newer format than this ragrec reads.
+            ConfigError: Not a store, written by a newer format than this ragrec reads,
+                or a file of it is missing or damaged (names the file).
         """
         folder = Path(path)
         manifest_path = folder / "manifest.json"
@@ -852,19 +1038,50 @@ class Recommender:
             )
         try:
             manifest = json.loads(manifest_path.read_text())
-            fmt = int(manifest["format"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{manifest_path} is damaged ({exc}); rebuild the store") from exc
+            fmt = manifest["format"]
+            if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+                raise TypeError(f"format {fmt!r} is not a positive integer")
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            raise ConfigError(
+                f"{manifest_path} is damaged ({type(exc).__name__}: {exc}); restore the "
+                "store from a backup, or rebuild it"
+            ) from exc
         if fmt > STORE_FORMAT:
             raise ConfigError(
                 f"{folder} was written by ragrec {manifest.get('ragrec')} (store format {fmt}); "
                 f"this ragrec {__version__} reads format {STORE_FORMAT}: upgrade ragrec"
             )
-        config = _parse_config(json.loads((folder / "config.json").read_text()))
-        catalog = _catalog_from_frame(pd.read_parquet(folder / "catalog.parquet"))
-        interactions = _interactions_from_frame(pd.read_parquet(folder / "interactions.parquet"))
-        weights = ChannelWeights.from_json((folder / "weights.json").read_text())
-        pool = ExemplarPool.load(folder / "exemplars.json", config.exemplars)
+
+        def read(name: str, parse: Any) -> Any:
+            file = folder / name
+            if not file.is_file():
+                raise ConfigError(
+                    f"{folder} is incomplete: {name} is missing; restore it from a backup, "
+                    "or rebuild the store"
+                )
+            try:
+                return parse(file)
+            except (ValueError, KeyError, TypeError, OSError) as exc:
+                if isinstance(exc, RagrecError):
+                    raise
+                raise ConfigError(
+                    f"{file} is damaged ({type(exc).__name__}: {exc}); restore it from a "
+                    "backup, or rebuild the store"
+                ) from exc
+
+        config = read("config.json", lambda f: _parse_config(json.loads(f.read_text())))
+        catalog = read("catalog.parquet", lambda f: _catalog_from_frame(pd.read_parquet(f)))
+        interactions = read(
+            "interactions.parquet", lambda f: _interactions_from_frame(pd.read_parquet(f))
+        )
+        weights = read("weights.json", lambda f: ChannelWeights.from_json(f.read_text()))
+        pool = read("exemplars.json", lambda f: ExemplarPool.load(f, config.exemplars))
+        if config.feedback_url is None and not (folder / "feedback.sqlite").is_file():
+            # a new, empty database would silently drop every stored event
+            raise ConfigError(
+                f"{folder} is incomplete: feedback.sqlite is missing; restore it from a "
+                "backup, or rebuild the store"
+            )
         return cls(
             config,
             catalog,
@@ -874,6 +1091,16 @@ class Recommender:
             weights=weights,
             pool=pool,
         )
+
+
+_STORE_FILES = (
+    "config.json",
+    "catalog.parquet",
+    "interactions.parquet",
+    "weights.json",
+    "exemplars.json",
+    "feedback.sqlite",
+)
 
 
 def asdict_shallow(item: RecommendedItem) -> dict[str, Any]:
@@ -895,6 +1122,8 @@ def _parse_config(config: RecommenderConfig | Mapping[str, Any] | None) -> Recom
 def _parse_event(data: Mapping[str, Any]) -> FeedbackEvent:
     """An event from a mapping; ``event_id`` and ``timestamp`` default to a new uuid and
     now (pass both when a client may retry, so the retry is recognised)."""
+    if not isinstance(data, Mapping):
+        return FeedbackEvent.parse(data)  # raises, naming what was received
     fields = dict(data)
     fields.setdefault("event_id", uuid.uuid4().hex)
     fields.setdefault("timestamp", datetime.now(UTC))
@@ -906,6 +1135,65 @@ def _plain_id(value: Any) -> int | str:
     if isinstance(value, np.generic):
         value = value.item()
     return value if isinstance(value, int | str) else str(value)
+
+
+def _plain_value(value: Any) -> Any:
+    """A numpy scalar as the Python value (ids leave the facade as Python objects)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _user_id(value: Any) -> int | str:
+    """A user id to look up: an int (numpy ints too) or non-empty text."""
+    plain = _plain_value(value)
+    if isinstance(plain, bool) or not isinstance(plain, int | str) or plain == "":
+        raise ConfigError(
+            f"user_id={value!r} ({type(value).__name__}): a user id is an int or non-empty "
+            "text, the id the user's interactions and feedback use (1 and '1' differ)"
+        )
+    return plain
+
+
+def _rows_of(user_ids: np.ndarray, user: int | str) -> np.ndarray:
+    """Boolean mask of the rows of ``user`` (ids compare by type: 1 is not '1')."""
+    if user_ids.dtype.kind in "iu":
+        if isinstance(user, str):
+            return np.zeros(len(user_ids), dtype=bool)
+        return np.asarray(user_ids == user, dtype=bool)
+    return np.fromiter(
+        (type(_plain_value(u)) is type(user) and u == user for u in user_ids),
+        dtype=bool,
+        count=len(user_ids),
+    )
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _compact_sqlite(path: Path) -> None:
+    """Rewrite a SQLite database without free pages and empty its WAL file, so rows just
+    deleted leave no bytes behind (SQLite keeps old page images in the WAL until a
+    checkpoint, and freed pages keep their content unless built with secure_delete)."""
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    try:
+        conn.execute("VACUUM")
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    except sqlite3.Error as exc:
+        logger.warning(
+            "feedback store %s: could not compact after forgetting a user (%s); the rows "
+            "are deleted, but their bytes may stay in the file until VACUUM succeeds",
+            path,
+            exc,
+        )
+        return
+    finally:
+        conn.close()
+    if busy:
+        logger.warning(
+            "feedback store %s: another connection is reading; the WAL file keeps old pages "
+            "until the next checkpoint",
+            path,
+        )
 
 
 def _atomic_write(path: Path, text: str) -> None:
