@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ragrec.generation import Explainer, GeneratorConfig, make_generator
+from ragrec.generation import GeneratorConfig, make_generator
 from ragrec.prompting import PromptBuilder
 
 from .conftest import SERVED_NAME
-from .test_vllm_backend import HISTORY, TITLES, _prompts
+from .test_vllm_backend import HISTORY, TITLES, _prompts, check_structured_explanations
 
 pytestmark = pytest.mark.vllm
 
@@ -55,14 +55,7 @@ def test_top_logprobs_mode_keeps_the_leading_label(vllm_server: str, vllm_genera
 
 
 def test_explanations_through_the_server(vllm_server: str) -> None:
-    client = _client(vllm_server)
-    results = Explainer(client).explain(
-        history=[t for _, t in HISTORY],
-        items=[(100, "A", TITLES[0]), (101, "B", TITLES[1])],
-        candidate_labels=list("ABCDEFGHIJ"),
-    )
-    assert all(r.valid for r in results), [r.error for r in results]
-    assert all(set(r.because) <= {t for _, t in HISTORY} for r in results)
+    check_structured_explanations(_client(vllm_server))
 
 
 def test_concurrent_requests_keep_prompt_order(vllm_server: str) -> None:

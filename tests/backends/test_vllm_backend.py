@@ -15,7 +15,7 @@ from ragrec.generation import (
     make_generator,
 )
 from ragrec.generation._transformers import TransformersGenerator
-from ragrec.prompting import PromptBuilder
+from ragrec.prompting import Message, PromptBuilder
 
 pytestmark = pytest.mark.vllm
 
@@ -70,18 +70,40 @@ def test_repeated_prompts_give_the_same_scores(vllm_generator: Any) -> None:
         np.testing.assert_allclose(row, first[0], atol=1e-4)
 
 
-def test_explanations_follow_the_schema(vllm_generator: Any) -> None:
-    explainer = Explainer(vllm_generator)
+def check_structured_explanations(gen: Any) -> None:
+    """The backend's structured output keeps to the explanation schema; the Explainer
+    accepts it or drops it with a flag (a 135M model's reasons may be too thin)."""
+    import json
+
+    explainer = Explainer(gen)
+    titles = [t for _, t in HISTORY]
+    schema = explainer.schema("D", titles)
+    prompt = PromptBuilder(gen.tokenizer).tokenizer.chat_text(
+        [Message("user", f"History: {titles}. Why watch D. {TITLES[3]}? Answer in JSON.")]
+    )
+    (text,) = gen.generate([prompt], max_tokens=80, json_schema=schema)
+    data = json.loads(text)  # structured output: always JSON of the schema's shape
+    assert data["label"] == "D"
+    assert set(data) == {"label", "reason", "because"}
+    assert set(data["because"]) <= set(titles)
     results = explainer.explain(
-        history=[t for _, t in HISTORY],
+        history=titles,
         items=[(100, "A", TITLES[0]), (103, "D", TITLES[3])],
         candidate_labels=list("ABCDEFGHIJ"),
     )
     assert [r.label for r in results] == ["A", "D"]
-    assert all(r.valid for r in results), [r.error for r in results]
     for r in results:
-        assert r.reason
-        assert set(r.because) <= {t for _, t in HISTORY}
+        if r.valid:
+            assert r.reason
+            assert set(r.because) <= set(titles)
+        else:
+            assert r.attempts == 2
+            assert r.error
+            assert not r.error.startswith("backend error"), r.error
+
+
+def test_explanations_follow_the_schema(vllm_generator: Any) -> None:
+    check_structured_explanations(vllm_generator)
 
 
 def test_verbalizer_ranker_scores_every_candidate(vllm_generator: Any) -> None:
