@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,7 +20,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from ragrec._version import __version__
-from ragrec.errors import RagrecError
+from ragrec.errors import ConfigError, RagrecError, describe_validation_error
+
+if TYPE_CHECKING:
+    from ragrec import Recommendation, Recommender
+    from ragrec.config import RagrecConfig
+    from ragrec.data import Catalog, Interactions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -287,6 +295,469 @@ def models_export(
     result = export_model(target, model=model, gguf_file=gguf_file, dtype=dtype, force=force)
     note = "already exported" if result["reused"] else f"{result['seconds']:.1f} s"
     out.print(f"{result['path']} ({result['bytes'] / 1e6:.0f} MB, {note})")
+
+
+# serving: index, recommend, chat --------------------------------------------------------------
+
+
+def _quiet_model_loading() -> None:
+    """Leave progress to the CLI's spinner: the model libraries' own tqdm bars (weights
+    loading, GGUF conversion) would scribble over it. Set before they are imported; an
+    explicit setting in the environment wins."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+class _StageHandler(logging.Handler):
+    """Shows ragrec's log messages as the text of a spinner (and, with ``keep``, as lines;
+    with ``warnings``, warnings as lines)."""
+
+    def __init__(self, update: Callable[[str], None], *, keep: bool, warnings: bool) -> None:
+        super().__init__(logging.INFO)
+        self._update, self._keep, self._warnings = update, keep, warnings
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed log call must not break the command
+            return
+        if record.levelno >= logging.WARNING:
+            if self._warnings:
+                err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            return
+        self._update(message)
+        if self._keep:
+            err.print(f"[dim]  {escape(message)}[/]", highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _stages(label: str, *, enabled: bool = True, keep: bool = False) -> Iterator[None]:
+    """A spinner on stderr while models load or items are embedded.
+
+    Its text follows ragrec's INFO log messages (which model is loading, how many items
+    were embedded); with ``keep`` each message also stays as a line, so the steps of a
+    long build remain visible. Nothing is animated when stderr is not a terminal.
+    """
+    if not enabled:
+        yield
+        return
+    lib = logging.getLogger("ragrec")
+    old_level, old_propagate = lib.level, lib.propagate
+    # without --verbose the INFO messages are taken for the spinner only; with it, the
+    # root handler already prints every message, so the spinner just follows them
+    takeover = lib.getEffectiveLevel() > logging.INFO
+    with err.status(escape(label)) as status:
+        handler = _StageHandler(
+            lambda message: status.update(f"{escape(label)}: {escape(message)}"),
+            keep=keep and takeover,
+            warnings=takeover,
+        )
+        if takeover:
+            lib.setLevel(logging.INFO)
+            lib.propagate = False
+        lib.addHandler(handler)
+        try:
+            yield
+        finally:
+            lib.removeHandler(handler)
+            lib.setLevel(old_level)
+            lib.propagate = old_propagate
+
+
+def _load_store(store: str, *, progress: bool = True) -> Recommender:
+    from ragrec import Recommender
+
+    _quiet_model_loading()
+    with _stages(f"opening {store}", enabled=progress):
+        return Recommender.load(store)
+
+
+def _check_user_type(store: str, user: str) -> None:
+    """Fail fast on a user id of the wrong type, before the slow load of the store.
+
+    Reads only the type of the user id column; anything unexpected is left to
+    ``Recommender.load`` and the check after it.
+    """
+    from ragrec.cli._chat import coerce_user_id
+
+    folder = Path(store)
+    if not (folder / "manifest.json").is_file():
+        return
+    try:
+        import pyarrow.parquet as pq
+        import pyarrow.types as pat
+
+        kind = pq.read_schema(folder / "interactions.parquet").field("user_id").type
+    except Exception:  # another layout or a damaged store: load() reports it
+        return
+    coerce_user_id(user, integer=pat.is_integer(kind))
+
+
+def _parse_columns(option: str, value: str | None) -> dict[str, str]:
+    """``"item=movieId,title=name"`` as ``{"item": "movieId", "title": "name"}``."""
+    if not value:
+        return {}
+    mapping = {}
+    for pair in value.split(","):
+        key, sep, column = pair.partition("=")
+        if not sep or not key.strip() or not column.strip():
+            raise ConfigError(
+                f"{option} {value!r}: {pair!r} is not FIELD=COLUMN; write e.g. "
+                f"{option} item=movieId,title=name"
+            )
+        mapping[key.strip()] = column.strip()
+    return mapping
+
+
+def _with_present(
+    mapping: Mapping[str, str], columns: Any, optional: Mapping[str, tuple[str, ...]]
+) -> dict[str, str]:
+    """``mapping`` plus each optional field whose conventional column the file has."""
+    out = dict(mapping)
+    present = {str(c) for c in columns}
+    for name, candidates in optional.items():
+        if name not in out:
+            found = next((c for c in candidates if c in present), None)
+            if found is not None:
+                out[name] = found
+    return out
+
+
+def _read_files(
+    items: str,
+    interactions: str,
+    *,
+    item_columns: str | None,
+    interaction_columns: str | None,
+    on_invalid: str,
+) -> tuple[Catalog, Interactions]:
+    from ragrec.data import Catalog, Interactions, read_table
+
+    item_path, inter_path = Path(items), Path(interactions)
+    frame = read_table(item_path)
+    catalog = Catalog.from_frame(
+        frame,
+        columns=_with_present(
+            _parse_columns("--item-columns", item_columns),
+            frame.columns,
+            {"genres": ("genres",), "year": ("year",), "description": ("description",)},
+        ),
+        on_invalid=on_invalid,  # type: ignore[arg-type]
+        source=item_path.name,
+    )
+    frame = read_table(inter_path)
+    events = Interactions.from_frame(
+        frame,
+        columns=_with_present(
+            _parse_columns("--interaction-columns", interaction_columns),
+            frame.columns,
+            {"value": ("value", "rating"), "timestamp": ("timestamp",), "kind": ("kind",)},
+        ),
+        catalog=catalog,
+        on_invalid=on_invalid,  # type: ignore[arg-type]
+        source=inter_path.name,
+    )
+    return catalog, events
+
+
+def _index_config(
+    path: str | None, *, data: str | None, on_invalid: str | None, cache_dir: str | None
+) -> tuple[RagrecConfig, dict[str, Any]]:
+    """The [data] settings and the [recommender] table of a TOML file, with the options
+    applied. Only ``recommender``, ``data`` and ``eval`` tables are allowed (so one file
+    serves ``eval`` and ``index``); a typo in any key is an error."""
+    from pydantic import ValidationError
+
+    from ragrec import RecommenderConfig
+    from ragrec.config import RagrecConfig
+
+    raw: dict[str, Any] = {}
+    source = "configuration"
+    if path is not None:
+        file = Path(path)
+        source = file.name
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(file)!r} not found; check the path") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"config file {str(file)!r} cannot be read as UTF-8 text ({exc}); pass a TOML file"
+            ) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
+    unknown = sorted(set(raw) - {"recommender", "data", "eval"})
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown table(s) {unknown}; index reads [recommender] (a "
+            "RecommenderConfig) and [data]"
+        )
+    for name in ("recommender", "data"):
+        if not isinstance(raw.get(name, {}), dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+    section = {k: v for k, v in {"path": data, "on_invalid": on_invalid}.items() if v is not None}
+    rest = {k: v for k, v in raw.items() if k != "recommender"}
+    rest["data"] = {**raw.get("data", {}), **section}
+    try:
+        cfg = RagrecConfig.model_validate(rest)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{source}: invalid configuration: {describe_validation_error(exc)}"
+        ) from exc
+    recommender = dict(raw.get("recommender", {}))
+    if cache_dir is not None:
+        retriever = recommender.get("retriever", {})
+        if not isinstance(retriever, dict):
+            raise ConfigError(f"{source}: [recommender.retriever] must be a table")
+        recommender["retriever"] = {**retriever, "cache_dir": cache_dir}
+    try:
+        RecommenderConfig.model_validate(recommender)
+    except ValidationError as exc:
+        hint = " (see RecommenderConfig for the keys)"
+        raise ConfigError(
+            f"{source}: invalid [recommender]: {describe_validation_error(exc, unknown_hint=hint)}"
+        ) from exc
+    return cfg, recommender
+
+
+@app.command("index")
+@_friendly
+def index_cmd(
+    store: Annotated[str, typer.Argument(help="Store folder to create (new or empty).")],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="MovieLens folder or dataset name (movielens-small); default: the path in "
+            "the data table of --config, else movielens-small."
+        ),
+    ] = None,
+    items: Annotated[
+        str | None,
+        typer.Option(
+            help="Item file (CSV/TSV/JSONL/Parquet) with item_id and title columns; "
+            "genres, year, description are used when present. Needs --interactions."
+        ),
+    ] = None,
+    interactions: Annotated[
+        str | None,
+        typer.Option(
+            help="Interaction file with user_id and item_id columns; value (or rating), "
+            "timestamp, kind are used when present."
+        ),
+    ] = None,
+    item_columns: Annotated[
+        str | None,
+        typer.Option(help="Columns of --items by field, e.g. item=movieId,title=name."),
+    ] = None,
+    interaction_columns: Annotated[
+        str | None,
+        typer.Option(help="Columns of --interactions, e.g. user=userId,item=movieId,value=rating."),
+    ] = None,
+    on_invalid: Annotated[
+        str | None, typer.Option(help="Invalid rows: error (stop) | drop (skip, counted).")
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            help="TOML file. Its \\[recommender] table is a RecommenderConfig "
+            "(\\[recommender.retriever], \\[recommender.generator], explain_top, ...), "
+            "saved with the store; its \\[data] table is read as by eval."
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        str | None,
+        typer.Option(help="Embedding cache folder (default: inside the store)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Build a store: embed and index the items, fit the retrieval channels, seed the
+    few-shot exemplars; from MovieLens (--data) or from item and interaction files."""
+    from ragrec import Recommender
+    from ragrec.data import load_movielens
+
+    start = time.perf_counter()
+    folder = Path(store)
+    if (folder / "manifest.json").exists():
+        raise ConfigError(
+            f"{folder} already holds a ragrec store; choose another folder, or delete it to rebuild"
+        )
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ConfigError(f"{folder} exists and is not an empty folder; choose a new folder")
+    if (items is None) != (interactions is None):
+        raise ConfigError("--items and --interactions go together; pass both (or --data)")
+    if items is not None and data is not None:
+        raise ConfigError("pass either --data or --items/--interactions, not both")
+    cfg, rec_config = _index_config(config, data=data, on_invalid=on_invalid, cache_dir=cache_dir)
+    _quiet_model_loading()
+    with _stages("reading the data", enabled=progress):
+        if items is not None and interactions is not None:
+            catalog, events = _read_files(
+                items,
+                interactions,
+                item_columns=item_columns,
+                interaction_columns=interaction_columns,
+                on_invalid=cfg.data.on_invalid,
+            )
+            source = f"{Path(items).name} + {Path(interactions).name}"
+        else:
+            ml = load_movielens(
+                _resolve_data(cfg.data.path, cfg.data.cache_dir), on_invalid=cfg.data.on_invalid
+            )
+            catalog, events, source = ml.catalog, ml.interactions, str(ml.path)
+    with _stages("building the store", enabled=progress, keep=True):
+        rec = Recommender.build(catalog, events, rec_config, path=folder)
+    summary: dict[str, Any] = {
+        "store": str(rec.path),
+        "source": source,
+        "items": len(rec.catalog),
+        "users": rec.interactions.n_users,
+        "interactions": len(rec.interactions),
+        "channels": list(rec.weights(None)),
+        "embedder": rec.config.retriever.embedder.model,
+        "generator": f"{rec.config.generator.backend}:{rec.config.generator.model}",
+        "exemplars": len(rec.pool),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return
+    table = Table(title=f"store {escape(summary['store'])}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key in ("source", "items", "users", "interactions", "channels", "embedder", "generator"):
+        value = summary[key]
+        text = (
+            f"{value:,}"
+            if isinstance(value, int)
+            else ", ".join(value)
+            if isinstance(value, list)
+            else str(value)
+        )
+        table.add_row(key, escape(text))
+    table.add_row("exemplars", f"{summary['exemplars']:,}")
+    out.print(table)
+    out.print(f"built {escape(summary['store'])} in {summary['seconds']:.1f} s")
+
+
+def _recommendation_table(rec: Recommendation) -> Table:
+    notes = [f"user {rec.user_id}"]
+    if rec.query:
+        notes.append(f"query {rec.query!r}")
+    if rec.cold_start:
+        notes.append("cold start: no history, popular and matching items")
+    if rec.degraded:
+        notes.append(f"degraded: {rec.reason}")
+    table = Table(
+        title=escape(" | ".join(notes)),
+        caption=escape(f"recommendation {rec.id} ({rec.timings.get('total', 0.0):.1f} s)"),
+    )
+    explained = any(item.explanation is not None for item in rec.items)
+    table.add_column("#", justify="right")
+    table.add_column("title", ratio=2)
+    table.add_column("score", justify="right")
+    table.add_column("channels (rank)", ratio=1)
+    if explained:
+        table.add_column("explanation", ratio=3)
+    for item in rec.items:
+        row = [
+            str(item.rank),
+            escape(item.title),
+            f"{item.score:.3f}",
+            escape(" ".join(f"{c}:{r}" for c, r, _ in item.channels)),
+        ]
+        exp = item.explanation
+        if explained:
+            if exp is None:
+                row.append("")
+            elif exp.valid and exp.reason:
+                row.append(escape(exp.reason))
+            else:
+                row.append(escape(f"(dropped: {exp.error})"))
+        table.add_row(*row)
+    return table
+
+
+@app.command("recommend")
+@_friendly
+def recommend_cmd(
+    store: Annotated[str, typer.Argument(help="Store folder (from `ragrec index`).")],
+    user: Annotated[str, typer.Argument(help="User id; an unknown one gets cold-start items.")],
+    k: Annotated[int, typer.Option("--k", "-k", help="How many items.")] = 10,
+    query: Annotated[
+        str | None, typer.Option(help="Free-text request, e.g. 'space horror'.")
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option(help="Explain the top items with the LLM (explain_top of the store).")
+    ] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the Recommendation as JSON.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show a spinner on stderr.")] = True,
+) -> None:
+    """Recommend items to a user from a store."""
+    from ragrec.cli._chat import parse_user_id
+
+    if k < 1:
+        raise ConfigError(f"--k {k} must be >= 1")
+    _check_user_type(store, user)
+    rec = _load_store(store, progress=progress)
+    user_id = parse_user_id(rec, user)
+    with _stages("recommending", enabled=progress):
+        result = rec.recommend(user_id, k=k, query=query, explain=explain)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+        return
+    out.print(_recommendation_table(result))
+
+
+@app.command("chat")
+@_friendly
+def chat_cmd(
+    store: Annotated[str, typer.Argument(help="Store folder (from `ragrec index`).")],
+    user: Annotated[
+        str | None, typer.Option(help="User id (asked for when missing in a terminal).")
+    ] = None,
+    k: Annotated[int, typer.Option("--k", "-k", help="Items per list.")] = 5,
+    explain: Annotated[bool, typer.Option(help="Explain the top items with the LLM.")] = True,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Read turns from stdin, print one JSON object per turn (also "
+            "when stdin is not a terminal).",
+        ),
+    ] = False,
+) -> None:
+    """Chat with a store: type requests, get numbered recommendations, react with
+    /like N or /dislike N and see the effect; /help lists the commands.
+
+    When stdin is not a terminal (or with --json), each input line is one turn and each
+    turn prints one JSON object: its "type" is recommendations, feedback, history,
+    weights, why, forgot, user, help or error (an error does not end the session).
+    """
+    from ragrec.cli._chat import ChatSession, parse_user_id, render, run_interactive, run_script
+
+    if k < 1:
+        raise ConfigError(f"--k {k} must be >= 1")
+    if user is not None:
+        _check_user_type(store, user)
+    interactive = sys.stdin.isatty() and not as_json
+    rec = _load_store(store)
+    session = ChatSession(rec, k=k, explain=explain)
+    if user is not None:
+        opened = session.switch_user(str(parse_user_id(rec, user)))
+        if interactive:
+            render(opened, out)
+    if not interactive:
+
+        def write(line: str) -> None:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+        run_script(session, sys.stdin, write, busy=_stages)
+        return
+    run_interactive(session, out, busy=_stages)
 
 
 def main() -> None:
