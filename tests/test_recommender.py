@@ -229,6 +229,28 @@ def test_query_for_a_cold_user_finds_related_titles(
     assert rec.store.recommendation(anonymous.id) is None
 
 
+def test_a_query_steers_a_warm_users_list(
+    build: Build, user: int, data: tuple[Catalog, Interactions]
+) -> None:
+    """The semantic channel reads the query; ``query_boost`` makes it count for that
+    request, so a known user asking for cartoons gets more of them than without."""
+    catalog = data[0]
+
+    def family(recommender: Recommender) -> int:
+        got = recommender.recommend(user, k=10, query="animated cartoon for kids", explain=False)
+        cats = [set(catalog.categories[catalog.position(i)]) for i in got.item_ids]
+        return sum(bool(c & {"Animation", "Children"}) for c in cats)
+
+    boosted, flat = build(), build(query_boost={})
+    try:
+        with_boost, without = family(boosted), family(flat)
+    finally:
+        boosted.close()
+        flat.close()
+    assert with_boost > without
+    assert with_boost >= 5
+
+
 def test_filters_are_respected(
     rec: Recommender, data: tuple[Catalog, Interactions], user: int
 ) -> None:

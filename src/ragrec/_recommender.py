@@ -119,6 +119,12 @@ class RecommenderConfig(BaseModel):
         le=26,
         description="Retrieval candidates the LLM sees (labels A..); 0: retrieval only.",
     )
+    query_boost: dict[str, float] = Field(
+        default_factory=lambda: {"semantic": 4.0},
+        description="With a free-text query, multiply these channels' weights for that "
+        "request (the semantic channel reads the query; at its prior weight 0.3 the "
+        "query barely moved the list).",
+    )
     explain_top: int = Field(
         default=3, ge=0, description="Items explained per request when explain=True."
     )
@@ -522,7 +528,15 @@ class Recommender:
                     if extra
                     else flt
                 )
-                results.append(self.retriever.retrieve(q, k=depth, filters=user_filter))
+                weights = None
+                if query and cfg.query_boost:
+                    # a request is about the text: its channels weigh more for this call
+                    base = self.retriever.weights.for_user(q.user_id)
+                    boosted = {c: w * cfg.query_boost.get(c, 1.0) for c, w in base.items()}
+                    weights = ChannelWeights(boosted)
+                results.append(
+                    self.retriever.retrieve(q, k=depth, filters=user_filter, weights=weights)
+                )
                 queries.append(q)
                 t_retrieval.append(time.perf_counter() - t0)
 

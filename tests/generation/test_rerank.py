@@ -238,3 +238,16 @@ class TestTrivialReasons:
         else:
             with pytest.raises(ValueError, match=r"word|placeholder"):
                 explainer.validate(text, label="A", candidate_labels="AB", history_titles=[])
+
+
+def test_a_reason_that_restates_the_title_is_rejected() -> None:
+    from ragrec.generation import Explainer
+
+    explainer = Explainer(FailingGenerator(real_generator().tokenizer))
+    args = {"label": "T", "candidate_labels": "ABT", "history_titles": []}
+    echo = json.dumps({"label": "T", "reason": "T. American Pie (1999)", "because": []})
+    with pytest.raises(ValueError, match="restates"):
+        explainer.validate(echo, item_title="American Pie (1999)", **args)
+    assert explainer.validate(echo, **args).reason  # no title given: not checked
+    fine = json.dumps({"label": "T", "reason": "Another raunchy teen comedy", "because": []})
+    assert explainer.validate(fine, item_title="American Pie (1999)", **args).reason

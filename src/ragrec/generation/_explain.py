@@ -128,8 +128,10 @@ class Explainer:
         label: str,
         candidate_labels: Sequence[str],
         history_titles: Sequence[str],
+        item_title: str | None = None,
     ) -> Explanation:
-        """Parse and check one output.
+        """Parse and check one output (``item_title``: a reason that only restates the
+        item's label and title is rejected).
 
         Raises:
             ValueError: Not JSON, wrong shape, a label other than the item's (or outside
@@ -160,6 +162,10 @@ class Explainer:
             )
         if _norm(exp.reason) in _PLACEHOLDERS:
             raise ValueError(f"reason {exp.reason!r} copies the prompt's placeholder")
+        if item_title is not None:
+            title_words = {w.lower() for w in _WORD.findall(item_title)}
+            if {w.lower() for w in words} <= title_words:
+                raise ValueError(f"reason {exp.reason!r} only restates the item's title")
         return exp
 
     def explain(
@@ -195,7 +201,11 @@ class Explainer:
                     break
                 try:
                     exp = self.validate(
-                        text, label=label, candidate_labels=candidate_labels, history_titles=titles
+                        text,
+                        label=label,
+                        candidate_labels=candidate_labels,
+                        history_titles=titles,
+                        item_title=sanitize(title),
                     )
                     error = None
                     break
