@@ -125,6 +125,31 @@ def test_index_refuses_an_existing_store(built: tuple[Path, dict[str, Any]], sub
     _assert_one_line_error(result, "already holds a ragrec store")
 
 
+def test_index_force_rebuilds_and_keeps_the_embedding_cache(
+    ml_small_path: Path, tmp_path: Path
+) -> None:
+    movies = pd.read_csv(ml_small_path / "movies.csv").head(30)
+    ratings = pd.read_csv(ml_small_path / "ratings.csv")
+    ratings = ratings[ratings["movieId"].isin(movies["movieId"])]
+    movies.to_csv(tmp_path / "items.csv", index=False)
+    ratings.to_csv(tmp_path / "events.csv", index=False)
+    store = tmp_path / "store"
+    args = ("index", str(store), "--items", str(tmp_path / "items.csv"), "--interactions",
+            str(tmp_path / "events.csv"), "--item-columns", "item=movieId",
+            "--interaction-columns", "user=userId,item=movieId", "--no-progress")  # fmt: skip
+    assert _invoke(*args).exit_code == 0
+    (store / "stray.txt").write_text("old")
+    cache = store / "embeddings.sqlite"
+    assert cache.is_file()
+    stamp = cache.stat().st_mtime_ns
+    result = _invoke(*args, "--force")
+    assert result.exit_code == 0, result.output
+    assert (store / "manifest.json").is_file()
+    assert not (store / "stray.txt").exists()  # the old store's files are gone
+    assert cache.is_file()
+    assert cache.stat().st_mtime_ns >= stamp
+
+
 @pytest.mark.parametrize(
     ("toml", "needle"),
     [

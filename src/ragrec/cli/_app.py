@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import tomllib
@@ -570,6 +571,14 @@ def index_cmd(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Rebuild a store that is already there (its feedback is deleted; its "
+            "embedding cache is kept).",
+        ),
+    ] = False,
 ) -> None:
     """Build a store: embed and index the items, fit the retrieval channels, seed the
     few-shot exemplars; from MovieLens (--data) or from item and interaction files."""
@@ -579,10 +588,22 @@ def index_cmd(
     start = time.perf_counter()
     folder = Path(store)
     if (folder / "manifest.json").exists():
-        raise ConfigError(
-            f"{folder} already holds a ragrec store; choose another folder, or delete it to rebuild"
-        )
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        if not force:
+            raise ConfigError(
+                f"{folder} already holds a ragrec store; choose another folder, or pass "
+                "--force to rebuild it"
+            )
+        for child in folder.iterdir():
+            if child.name.startswith("embeddings.sqlite"):
+                continue  # vectors of item texts: still valid, and slow to recompute
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    leftover = [c for c in folder.iterdir()] if folder.is_dir() else []
+    if force:
+        leftover = [c for c in leftover if not c.name.startswith("embeddings.sqlite")]
+    if folder.exists() and (not folder.is_dir() or leftover):
         raise ConfigError(f"{folder} exists and is not an empty folder; choose a new folder")
     if (items is None) != (interactions is None):
         raise ConfigError("--items and --interactions go together; pass both (or --data)")
