@@ -11,12 +11,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_readme_python_example_runs(ml_small_path: Path) -> None:
+def test_readme_python_example_runs(ml_small_path: Path, tmp_path: Path) -> None:
     text = (REPO / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "README.md has no Python example"
     here = Path.cwd()
-    os.chdir(REPO)  # the example uses the path ../shared/data/... from the repository root
+    # The examples use ../shared/data/... from the repository root and write runs/...:
+    # run them in a scratch "repository" beside a link to the real shared folder.
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "shared").symlink_to(REPO.parent / "shared")
+    os.chdir(tmp_path / "repo")
     namespace: dict[str, object] = {}  # blocks build on each other, as in a session
     try:
         for block in blocks:
