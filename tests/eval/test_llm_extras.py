@@ -207,11 +207,17 @@ class TestExplanations:
         cases = llamarec_data.cases("test").head(1)
         history = {str(llamarec_data.catalog.titles[p]) for p in cases.histories[0]}
         assert explanation["label"] in LABELS[: ranker.config.n_candidates]
-        assert explanation["valid"], explanation["error"]  # decoding is schema-constrained
-        assert explanation["reason"]
-        assert set(explanation["because"]) <= history
+        # decoding is schema-constrained, so the output is always well-formed; a 135M
+        # model's reason may still be too thin (a title echo) and is then dropped, flagged
+        if explanation["valid"]:
+            assert explanation["reason"]
+            assert set(explanation["because"]) <= history
+        else:
+            assert explanation["attempts"] == 2
+            assert explanation["error"].startswith("reason"), explanation["error"]
         report = ranker.report()
         assert report["explanations"] + report["explanations_invalid"] == 1
+        assert report["explanations_invalid"] == int(not explanation["valid"])
         assert report["backend"] == "transformers"
 
 

@@ -377,7 +377,11 @@ class TestExplainerRealModel:
             for out in outputs:  # dropped only because every output was invalid
                 with pytest.raises(ValueError, match=REJECTION) as info:
                     explainer.validate(
-                        out, label="D", candidate_labels=CANDIDATE_LABELS, history_titles=allowed
+                        out,
+                        label="D",
+                        candidate_labels=CANDIDATE_LABELS,
+                        history_titles=allowed,
+                        item_title=sanitize(ITEM[2]),
                     )
                 errors.append(str(info.value))
             assert result.error == errors[-1]
