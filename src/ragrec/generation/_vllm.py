@@ -67,6 +67,7 @@ class VLLMGenerator:
         self._tokenizer: HFTokenizer | None = None
         self._folder: str | None = None
         self._device = "cpu"
+        self._dtype: str = config.dtype
         self.load_seconds = 0.0
 
     def _vllm(self) -> Any:
@@ -126,7 +127,7 @@ class VLLMGenerator:
 
     @property
     def info(self) -> GenerationInfo:
-        return GenerationInfo("vllm", self.config.model, self._device, self.config.dtype)
+        return GenerationInfo("vllm", self.config.model, self._device, self._dtype)
 
     @property
     def tokenizer(self) -> HFTokenizer:
