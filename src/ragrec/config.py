@@ -104,6 +104,28 @@ def _describe(exc: ValidationError, source: str) -> str:
     return f"{source}: invalid configuration: " + describe_validation_error(exc, unknown_hint=hint)
 
 
+def read_toml(path: str | Path | None) -> tuple[dict[str, Any], str]:
+    """A TOML file's tables and the name errors should cite (``({}, "configuration")``
+    without a path).
+
+    Raises:
+        ConfigError: Missing, unreadable or not TOML.
+    """
+    if path is None:
+        return {}, "configuration"
+    file = Path(path)
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8")), file.name
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(file)!r} not found; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"config file {str(file)!r} cannot be read as UTF-8 text ({exc}); pass a TOML file"
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file.name}: not valid TOML ({exc})") from exc
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> RagrecConfig:
     """Load a TOML configuration file, then apply section overrides.
 
@@ -115,21 +137,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RagrecConfi
     Raises:
         ConfigError: Missing or malformed file, unknown keys, invalid values.
     """
-    raw: dict[str, Any] = {}
-    source = "configuration"
-    if path is not None:
-        file = Path(path)
-        source = file.name
-        try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(file)!r} not found; check the path") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"config file {str(file)!r} cannot be read as UTF-8 text ({exc}); pass a TOML file"
-            ) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
+    raw, source = read_toml(path)
     for section, values in overrides.items():
         kept = {k: v for k, v in (values or {}).items() if v is not None}
         if kept:

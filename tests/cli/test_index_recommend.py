@@ -10,33 +10,11 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner, Result
 
-from ragrec.cli import app
+from .test_cli import _assert_one_line_error, _invoke, _plain
 
-runner = CliRunner()
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 N_MOVIES = 300
 CONFIG = "[recommender]\nexplain_top = 1\n\n[recommender.generator]\nthreads = 1\n"
-
-
-def _plain(text: str) -> str:
-    return _ANSI.sub("", text)
-
-
-def _invoke(*args: str) -> Result:
-    return runner.invoke(app, list(args))
-
-
-def _assert_one_line_error(result: Result, *needles: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = _plain(result.stderr).strip().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error:")
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import os
 import shutil
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -470,23 +469,9 @@ def _index_config(
     from pydantic import ValidationError
 
     from ragrec import RecommenderConfig
-    from ragrec.config import RagrecConfig
+    from ragrec.config import RagrecConfig, read_toml
 
-    raw: dict[str, Any] = {}
-    source = "configuration"
-    if path is not None:
-        file = Path(path)
-        source = file.name
-        try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(file)!r} not found; check the path") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"config file {str(file)!r} cannot be read as UTF-8 text ({exc}); pass a TOML file"
-            ) from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
+    raw, source = read_toml(path)
     unknown = sorted(set(raw) - {"recommender", "data", "eval"})
     if unknown:
         raise ConfigError(

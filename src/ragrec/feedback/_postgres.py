@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ragrec.errors import ConfigError
 from ragrec.feedback._errors import FeedbackStoreError
-from ragrec.feedback._sql import SQLStore, Tx, logger
+from ragrec.feedback._sql import ConnectionHandle, SQLStore, Tx, logger
 
 __all__ = ["PostgresFeedbackStore", "redact_url"]
 
@@ -62,19 +62,6 @@ class _PgTx:
         return list(self._cursor.fetchall())
 
 
-class _Handle:
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.pid = os.getpid()
-
-    def close(self) -> None:
-        if self.pid == os.getpid():
-            self.conn.close()
-
-    def __del__(self) -> None:
-        self.close()
-
-
 class PostgresFeedbackStore(SQLStore):
     """A feedback store in a PostgreSQL database, shared by every process that opens it.
 
@@ -119,7 +106,7 @@ class PostgresFeedbackStore(SQLStore):
         self._location = redact_url(url)
         self._connect_timeout = max(1, round(connect_timeout_s))
         self._local = threading.local()
-        self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
+        self._handles: weakref.WeakSet[ConnectionHandle] = weakref.WeakSet()
         self._handles_lock = threading.Lock()
         self._closed = False
         # Until the first connection succeeds, a connection error is a wrong URL or a
@@ -147,7 +134,7 @@ class PostgresFeedbackStore(SQLStore):
             raise FeedbackStoreError(
                 f"feedback store {self.location} is closed; open it again with open_store()"
             )
-        handle: _Handle | None = getattr(self._local, "handle", None)
+        handle: ConnectionHandle | None = getattr(self._local, "handle", None)
         if handle is not None and handle.pid == os.getpid() and not handle.conn.closed:
             return handle.conn
         if handle is not None and handle.pid != os.getpid():
@@ -173,7 +160,7 @@ class PostgresFeedbackStore(SQLStore):
         # The store promises that an acknowledged write is on disk, whatever the
         # server's default for this setting.
         conn.execute("SET synchronous_commit TO on")
-        handle = _Handle(conn)
+        handle = ConnectionHandle(conn)
         self._local.handle = handle
         with self._handles_lock:
             self._handles.add(handle)
@@ -195,7 +182,7 @@ class PostgresFeedbackStore(SQLStore):
         ):
             return True
         if isinstance(exc, self._psycopg.OperationalError) and self._connected_once:
-            handle: _Handle | None = getattr(self._local, "handle", None)
+            handle: ConnectionHandle | None = getattr(self._local, "handle", None)
             if handle is not None and (handle.conn.closed or handle.conn.broken):
                 self._local.handle = None
                 handle.close()

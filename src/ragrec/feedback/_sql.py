@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from abc import abstractmethod
@@ -143,6 +144,22 @@ _REC_FIELDS = (
     "items",
     "context",
 )
+
+
+class ConnectionHandle:
+    """One thread's connection; closes it when the thread's local storage goes, and
+    never from a forked child (the parent's connection is not the child's to close)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        if self.pid == os.getpid():
+            self.conn.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class Tx(Protocol):

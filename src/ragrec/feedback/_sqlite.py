@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from ragrec.errors import ConfigError
 from ragrec.feedback._errors import FeedbackStoreError
-from ragrec.feedback._sql import SQLStore, Tx, logger
+from ragrec.feedback._sql import ConnectionHandle, SQLStore, Tx, logger
 
 __all__ = ["SQLiteFeedbackStore"]
 
@@ -31,21 +31,6 @@ class _SQLiteTx:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, params).fetchall()
-
-
-class _Handle:
-    """One thread's connection; closes it when the thread's local storage goes."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.pid = os.getpid()
-
-    def close(self) -> None:
-        if self.pid == os.getpid():
-            self.conn.close()
-
-    def __del__(self) -> None:
-        self.close()
 
 
 class SQLiteFeedbackStore(SQLStore):
@@ -104,7 +89,7 @@ class SQLiteFeedbackStore(SQLStore):
         self._synchronous = synchronous
         self._busy_timeout_s = float(busy_timeout_s)
         self._local = threading.local()
-        self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
+        self._handles: weakref.WeakSet[ConnectionHandle] = weakref.WeakSet()
         self._handles_lock = threading.Lock()
         self._closed = False
         try:
@@ -166,7 +151,7 @@ class SQLiteFeedbackStore(SQLStore):
             raise FeedbackStoreError(
                 f"feedback store {self.location} is closed; open it again with open_store()"
             )
-        handle: _Handle | None = getattr(self._local, "handle", None)
+        handle: ConnectionHandle | None = getattr(self._local, "handle", None)
         if handle is not None and handle.pid == os.getpid():
             return handle.conn
         if handle is not None:
@@ -197,7 +182,7 @@ class SQLiteFeedbackStore(SQLStore):
         except BaseException:
             conn.close()
             raise
-        handle = _Handle(conn)
+        handle = ConnectionHandle(conn)
         self._local.handle = handle
         with self._handles_lock:
             self._handles.add(handle)
@@ -223,7 +208,7 @@ class SQLiteFeedbackStore(SQLStore):
             raise
 
     def _drop_connection(self) -> None:
-        handle: _Handle | None = getattr(self._local, "handle", None)
+        handle: ConnectionHandle | None = getattr(self._local, "handle", None)
         self._local.handle = None
         if handle is not None:
             handle.close()

@@ -155,6 +155,20 @@ class Generator(Protocol):
         ...
 
 
+def resolve_device(config: GeneratorConfig) -> tuple[str, str]:
+    """``(device, dtype)`` with ``auto`` resolved: cuda when torch sees a GPU, else cpu;
+    bfloat16 on cuda, float32 on cpu."""
+    device: str = config.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype: str = config.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    return device, dtype
+
+
 def renormalise(logits: np.ndarray) -> np.ndarray:
     """Log-softmax over the last axis (label logits -> label log-probabilities)."""
     shifted = logits - logits.max(axis=-1, keepdims=True)

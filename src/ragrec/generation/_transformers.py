@@ -20,6 +20,7 @@ from ragrec.generation._base import (
     GenerationInfo,
     GeneratorConfig,
     renormalise,
+    resolve_device,
 )
 from ragrec.prompting import LABELS, Message, RenderedPrompt
 
@@ -148,12 +149,7 @@ class TransformersGenerator:
         from transformers import AutoModelForCausalLM
 
         start = time.perf_counter()
-        device = self.config.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype_name = self.config.dtype
-        if dtype_name == "auto":
-            dtype_name = "bfloat16" if device == "cuda" else "float32"
+        device, dtype_name = resolve_device(self.config)
         if self.config.threads is not None:
             torch.set_num_threads(self.config.threads)
         path, gguf = self._source()

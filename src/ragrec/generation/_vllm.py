@@ -17,6 +17,7 @@ from ragrec.generation._base import (
     GenerationInfo,
     GeneratorConfig,
     renormalise,
+    resolve_device,
 )
 from ragrec.generation._transformers import HFTokenizer
 from ragrec.prompting import LABELS, RenderedPrompt
@@ -86,15 +87,9 @@ class VLLMGenerator:
         if self._llm is not None:
             return self._llm
         vllm = self._vllm()
-        import torch
 
         start = time.perf_counter()
-        device = self.config.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = self.config.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if device == "cuda" else "float32"
+        device, dtype = resolve_device(self.config)
         if device == "cpu":
             os.environ.setdefault(
                 "VLLM_CPU_KVCACHE_SPACE", str(max(1, round(self.config.kv_cache_gb)))
