@@ -305,7 +305,10 @@ class Recommender:
         self._generator = generator
         self._ranker: VerbalizerRanker | None = None
         self._explainer: Explainer | None = None
-        self.pool = pool if pool is not None else ExemplarPool(config.exemplars)
+        # exemplar selection embeds histories with the retriever's (cached) model when the
+        # retriever has loaded one, instead of loading a second copy
+        shared = self.retriever.embedder if self.retriever.embeddings is not None else None
+        self.pool = pool if pool is not None else ExemplarPool(config.exemplars, embedder=shared)
         self.learner = WeightLearner(config.learning.weights)
         self._profiles: dict[Any, _Profile] = {}
         self._lock = threading.RLock()
