@@ -43,8 +43,18 @@ class DataConfig(_Config):
 class EvalConfig(_Config):
     """An offline evaluation run."""
 
-    protocol: Literal["llamarec"] = Field(
-        default="llamarec", description="Evaluation protocol (see ARCHITECTURE: LlamaRec)."
+    protocol: Literal["llamarec", "llmrank-c20", "temporal", "custom"] = Field(
+        default="llamarec",
+        description="Evaluation protocol: llamarec (leave-one-out, every item ranked; see "
+        "ARCHITECTURE: LlamaRec), llmrank-c20 (target + 19 sampled negatives; report "
+        "ndcg@1/5/10/20), temporal (global time cutoffs), custom (splits from files).",
+    )
+    protocol_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options of the chosen protocol, checked when the data are prepared "
+        "(unknown keys are errors): llamarec: k (5); llmrank-c20: k (5), negatives (19), "
+        "seed (0); temporal: validation_quantile (0.8), test_quantile (0.9); custom: "
+        "train, validation, test (file paths, required).",
     )
     split: Literal["validation", "test"] = Field(default="test", description="Split scored.")
     ranker: str = Field(default="popularity", description="Ranker name: popularity, random.")

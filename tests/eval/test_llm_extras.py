@@ -185,7 +185,13 @@ class TestExplanations:
         result = evaluate(llamarec_data, ranker, split="test", limit_users=2)
         assert gen.prompts == []
         assert result.extras == ()
-        assert set(_users(write_report(result, tmp_path))[0]) == {"user", "target", "rank"}
+        assert set(_users(write_report(result, tmp_path))[0]) == {
+            "user",
+            "target",
+            "rank",
+            "top",
+            "seconds",
+        }
         report = ranker.report()
         assert (report["explanations"], report["explanations_invalid"]) == (0, 0)
         assert report["invalid_rate"] == 0.0
@@ -246,7 +252,7 @@ class TestUserExtrasHook:
         for line, uid in zip(lines, result.user_ids.tolist(), strict=True):
             assert line["note"] == f"user {uid}"
             assert line["score"] == 0.5
-            assert set(line) == {"user", "target", "rank", "note", "score"}
+            assert set(line) == {"user", "target", "rank", "top", "seconds", "note", "score"}
 
     def test_default_hook_adds_nothing(self, llamarec_data: ProtocolData) -> None:
         ranker = PopularityRanker()

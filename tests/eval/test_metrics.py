@@ -427,3 +427,61 @@ def test_parse_metrics_rejects_single_string() -> None:
 def test_parse_metrics_propagates_bad_spec() -> None:
     with pytest.raises(ConfigError, match="'bogus'"):
         parse_metrics(["ndcg@10", "bogus"])
+
+
+# --- hit rate and from_ranks against pytrec_eval -------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 10])
+def test_fixed_run_hit_rate_matches_pytrec_eval(k: int) -> None:
+    ref = trec(RANKED, binary(RELEVANT), {f"success.{k}"})[f"success_{k}"]
+    assert HitRate(k).compute(RANKED, RELEVANT) == approx(ref)
+    late = ["x", "y", "z", "a"]
+    assert HitRate(k).compute(late, {"a"}) == approx(
+        trec(late, {"a": 1}, {f"success.{k}"})[f"success_{k}"]
+    )
+
+
+@FAST
+@given(ranked=ranked_lists, relevant=relevant_sets, k=cutoffs)
+def test_hit_rate_matches_pytrec_eval_success(
+    ranked: list[str], relevant: set[str], k: int
+) -> None:
+    ref = trec(ranked, binary(relevant), {f"success.{k}"})[f"success_{k}"]
+    assert HitRate(k).compute(ranked, relevant) == approx(ref)
+    # without a cutoff: success at a cutoff no shorter than the list
+    whole = trec(ranked, binary(relevant), {f"success.{len(IDS)}"})[f"success_{len(IDS)}"]
+    assert HitRate(None).compute(ranked, relevant) == approx(whole)
+
+
+@FAST
+@given(
+    ranks=st.lists(st.integers(1, len(IDS)) | st.just(UNRANKED), min_size=1, max_size=8),
+    k=cutoffs,
+)
+def test_from_ranks_matches_pytrec_eval(ranks: list[int], k: int) -> None:
+    """The single-target path the runner uses, user by user against trec_eval."""
+    measures = {f"ndcg_cut.{k}", f"recall.{k}", f"P.{k}", f"map_cut.{k}", f"success.{k}"}
+    arr = np.array(ranks, dtype=np.int64)
+    got = {
+        "ndcg": NDCG(k).from_ranks(arr),
+        "recall": Recall(k).from_ranks(arr),
+        "precision": Precision(k).from_ranks(arr),
+        "map": AveragePrecision(k).from_ranks(arr),
+        "hit": HitRate(k).from_ranks(arr),
+        "mrr": MRR(k).from_ranks(arr),
+    }
+    for user, rank in enumerate(ranks):
+        target = IDS[rank - 1] if rank <= len(IDS) else "absent"
+        ref = trec(IDS, {target: 1}, measures)
+        rr = trec(IDS[:k], {target: 1}, {"recip_rank"})["recip_rank"]
+        expected = {
+            "ndcg": ref[f"ndcg_cut_{k}"],
+            "recall": ref[f"recall_{k}"],
+            "precision": ref[f"P_{k}"],
+            "map": ref[f"map_cut_{k}"],
+            "hit": ref[f"success_{k}"],
+            "mrr": rr,
+        }
+        for name, values in got.items():
+            assert values[user] == approx(expected[name]), (name, rank, k)

@@ -239,7 +239,11 @@ class TestWriteReport:
         lines = (folder / "users.jsonl").read_text(encoding="utf-8").splitlines()
         assert len(lines) == 610
         rows = [json.loads(line) for line in lines]
-        assert all(set(r) == {"user", "target", "rank"} for r in rows)
+        assert all(set(r) == {"user", "target", "rank", "top", "seconds"} for r in rows)
+        assert all(len(r["top"]) == 20 for r in rows)
+        # the top list agrees with the rank: a target ranked r <= 20 sits at top[r - 1]
+        assert all(r["top"][r["rank"] - 1] == r["target"] for r in rows if r["rank"] <= 20)
+        assert all(r["target"] not in r["top"] for r in rows if r["rank"] > 20)
         assert [r["user"] for r in rows] == popular.user_ids.tolist()
         assert [r["target"] for r in rows] == popular.target_ids.tolist()
         assert [r["rank"] for r in rows] == popular.ranks.tolist()

@@ -2,6 +2,22 @@
 
 import functools
 
+from ragrec.eval._cf_rankers import (
+    ALSConfig,
+    ALSRanker,
+    BPRConfig,
+    BPRRanker,
+    ItemKNNConfig,
+    ItemKNNRanker,
+)
+from ragrec.eval._grid import (
+    GridFile,
+    PublishedRow,
+    SystemRun,
+    SystemSpec,
+    expand_systems,
+    load_grid,
+)
 from ragrec.eval._llm_ranker import LLMRanker, LLMRankerConfig
 from ragrec.eval._protocol import (
     PROTOCOLS,
@@ -9,8 +25,12 @@ from ragrec.eval._protocol import (
     ProtocolData,
     ProtocolStep,
     Split,
+    custom_protocol,
     llamarec_protocol,
+    llmrank_c20_protocol,
     prepare_protocol,
+    protocol_options,
+    temporal_protocol,
 )
 from ragrec.eval._rankers import (
     RANKERS,
@@ -21,6 +41,14 @@ from ragrec.eval._rankers import (
     Ranker,
     UserBatch,
     make_ranker,
+)
+from ragrec.eval._report import (
+    Comparison,
+    ReportFiles,
+    Run,
+    compare_runs,
+    load_run,
+    write_run_report,
 )
 from ragrec.eval._retrieval_rankers import (
     ChannelRankerConfig,
@@ -33,7 +61,10 @@ from ragrec.eval._runner import (
     EvalResult,
     collect_environment,
     evaluate,
+    git_commit,
+    score_batch,
     target_ranks,
+    top_positions,
     write_report,
 )
 from ragrec.eval.metrics import (
@@ -50,6 +81,9 @@ from ragrec.eval.metrics import (
 
 RANKERS["retrieval"] = (RetrievalRanker, RetrievalRankerConfig)
 RANKERS["llm"] = (LLMRanker, LLMRankerConfig)
+RANKERS["itemknn"] = (ItemKNNRanker, ItemKNNConfig)
+RANKERS["als"] = (ALSRanker, ALSConfig)
+RANKERS["bpr"] = (BPRRanker, BPRConfig)
 for _kind in ("transition", "ease", "semantic"):
     RANKERS[_kind] = (functools.partial(channel_ranker, _kind), ChannelRankerConfig)
 
@@ -59,11 +93,19 @@ __all__ = [
     "NDCG",
     "PROTOCOLS",
     "RANKERS",
+    "ALSConfig",
+    "ALSRanker",
     "AveragePrecision",
+    "BPRConfig",
+    "BPRRanker",
     "ChannelRankerConfig",
+    "Comparison",
     "EvalCases",
     "EvalResult",
+    "GridFile",
     "HitRate",
+    "ItemKNNConfig",
+    "ItemKNNRanker",
     "LLMRanker",
     "LLMRankerConfig",
     "Metric",
@@ -72,22 +114,39 @@ __all__ = [
     "Precision",
     "ProtocolData",
     "ProtocolStep",
+    "PublishedRow",
     "RandomConfig",
     "RandomRanker",
     "Ranker",
     "Recall",
+    "ReportFiles",
     "RetrievalRanker",
     "RetrievalRankerConfig",
+    "Run",
     "Split",
+    "SystemRun",
+    "SystemSpec",
     "UserBatch",
     "channel_ranker",
     "collect_environment",
+    "compare_runs",
+    "custom_protocol",
     "evaluate",
+    "expand_systems",
+    "git_commit",
     "llamarec_protocol",
+    "llmrank_c20_protocol",
+    "load_grid",
+    "load_run",
     "make_ranker",
     "parse_metric",
     "parse_metrics",
     "prepare_protocol",
+    "protocol_options",
+    "score_batch",
     "target_ranks",
+    "temporal_protocol",
+    "top_positions",
     "write_report",
+    "write_run_report",
 ]

@@ -34,11 +34,16 @@ class UserBatch:
         user_ids: One id per user.
         histories: Per user, catalog positions of the items seen, oldest first.
         ratings: Per user, values aligned with ``histories`` (may be empty: unknown).
+        candidates: Per user, the catalog positions that will be ranked (candidate-set
+            protocols such as ``llmrank-c20``); empty: every item is ranked. Scores of other
+            items are ignored, so rankers may use this to spend effort (an LLM pass) on
+            exactly these items.
     """
 
     user_ids: np.ndarray
     histories: tuple[np.ndarray, ...]
     ratings: tuple[np.ndarray, ...] = ()
+    candidates: tuple[np.ndarray, ...] = ()
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -53,6 +58,9 @@ class Ranker(ABC):
 
     name: ClassVar[str]
     device: str = "cpu"
+    #: ``(name, config)`` this ranker was made from by :func:`make_ranker`; engines that
+    #: score on other processes (``engine="ray"``) rebuild it from this.
+    spec: tuple[str, dict[str, Any]] | None = None
 
     @abstractmethod
     def fit(self, catalog: Catalog, interactions: Interactions) -> Ranker:
@@ -76,6 +84,15 @@ class Ranker(ABC):
         :meth:`score` with the same batch and writes each dict's keys into that user's line
         of ``users.jsonl``; ``user``, ``target`` and ``rank`` are reserved. Default: none."""
         return [{} for _ in range(len(batch))]
+
+    def tuned_state(self) -> dict[str, Any]:
+        """Optional: what :meth:`tune` learned (a blend weight), as JSON-ready values, so
+        a copy of this ranker on another process can :meth:`load_tuned_state` it instead
+        of tuning again. Default: nothing."""
+        return {}
+
+    def load_tuned_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Optional: apply :meth:`tuned_state` from another copy. Default: nothing."""
 
 
 class _Config(BaseModel):
@@ -167,14 +184,15 @@ def make_ranker(name: str, config: dict[str, Any] | BaseModel | None = None) -> 
         raise ConfigError(
             f"ranker {name!r} is not known; allowed: {', '.join(sorted(RANKERS))}"
         ) from None
-    if config is None or isinstance(config, config_cls):
-        return factory(config)
-    if isinstance(config, BaseModel):
+    if isinstance(config, BaseModel) and not isinstance(config, config_cls):
         raise ConfigError(f"ranker {name!r} takes a {config_cls.__name__}, got {type(config)}")
     from pydantic import ValidationError
 
     try:
-        return factory(config_cls.model_validate(config))
+        validated = config_cls.model_validate(config or {})
+        ranker = factory(validated)
+        ranker.spec = (name, validated.model_dump(mode="json"))
+        return ranker
     except ValidationError as exc:
         allowed = ", ".join(config_cls.model_fields) or "none"
         raise ConfigError(

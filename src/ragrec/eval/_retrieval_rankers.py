@@ -29,7 +29,8 @@ class RetrievalRankerConfig(BaseModel):
 
 
 class RetrievalRanker(Ranker):
-    """Ranks by the retriever's fused score; items outside its top ``depth`` are misses."""
+    """Ranks by the retriever's fused score; items outside its top ``depth`` are misses
+    (under candidate-set protocols, every item is scored)."""
 
     name = "retrieval"
 
@@ -55,7 +56,10 @@ class RetrievalRanker(Ranker):
             for uid, hist, r in zip(batch.user_ids, batch.histories, ratings, strict=True)
         ]
         out = np.full((len(batch), self._n_items), -np.inf)
-        for row, result in enumerate(self.retriever.retrieve_batch(queries, k=self.config.depth)):
+        # a candidate-set protocol ranks given items: score every item, so none is a miss
+        # only for lying below the retrieval depth
+        depth = self._n_items if batch.candidates else self.config.depth
+        for row, result in enumerate(self.retriever.retrieve_batch(queries, k=depth)):
             out[row, result.positions] = result.scores
         return out
 

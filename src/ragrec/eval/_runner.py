@@ -6,20 +6,31 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel
 
 from ragrec._version import __version__
+from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
 from ragrec.eval._protocol import EvalCases, ProtocolData, Split
 from ragrec.eval._rankers import Ranker, UserBatch
+from ragrec.eval.beyond import (
+    coverage,
+    genre_features,
+    intra_list_diversity,
+    latency_percentiles,
+    long_tail_share,
+    novelty,
+)
 from ragrec.eval.metrics import UNRANKED, Metric, parse_metrics
 
 logger = logging.getLogger(__name__)
@@ -29,7 +40,10 @@ __all__ = [
     "EvalResult",
     "collect_environment",
     "evaluate",
+    "git_commit",
+    "score_batch",
     "target_ranks",
+    "top_positions",
     "write_report",
 ]
 
@@ -56,6 +70,30 @@ _PACKAGES = (
 )
 
 
+def git_commit() -> str | None:
+    """The commit of the ragrec source tree this runs from (``+dirty`` when it has
+    uncommitted changes); ``None`` outside a git checkout (an installed wheel)."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "") if head else None
+
+
 def collect_environment(*, seed: int | None, device: str) -> dict[str, Any]:
     """Package versions, platform, device and seed, for reports."""
     versions: dict[str, str] = {"ragrec": __version__, "python": platform.python_version()}
@@ -66,6 +104,7 @@ def collect_environment(*, seed: int | None, device: str) -> dict[str, Any]:
             continue
     return {
         "versions": versions,
+        "git_commit": git_commit(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "device": device,
@@ -74,9 +113,13 @@ def collect_environment(*, seed: int | None, device: str) -> dict[str, Any]:
 
 
 def target_ranks(
-    scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray
+    scores: np.ndarray,
+    histories: Sequence[np.ndarray],
+    targets: np.ndarray,
+    candidates: Sequence[np.ndarray] = (),
 ) -> np.ndarray:
-    """1-based rank of each target among all items, history excluded.
+    """1-based rank of each target among all items (or among its candidates), history
+    excluded.
 
     Ties rank by catalog position (as a stable sort would). History items are never
     ranked; a target that is itself in the history (or scored ``-inf``) gets
@@ -86,16 +129,14 @@ def target_ranks(
         scores: ``(n_users, n_items)`` scores; copied, not modified.
         histories: Per user, catalog positions to exclude.
         targets: Per user, the target's catalog position.
+        candidates: Per user, the only catalog positions ranked (candidate-set protocols);
+            empty: all items.
 
     Returns:
         int64 ranks.
     """
-    scores = np.array(scores, dtype=np.float64, copy=True)
+    scores = _masked(scores, histories, candidates)
     n_users, n_items = scores.shape
-    if np.isnan(scores).any():
-        raise ConfigError("ranker returned NaN scores; scores must be numbers or -inf")
-    for row, hist in enumerate(histories):
-        scores[row, hist] = -np.inf
     rows = np.arange(n_users)
     target_scores = scores[rows, targets]
     higher = (scores > target_scores[:, None]).sum(axis=1)
@@ -105,6 +146,39 @@ def target_ranks(
     ranks = 1 + higher + tied_before
     ranks[np.isneginf(target_scores)] = UNRANKED
     return ranks.astype(np.int64)
+
+
+def top_positions(
+    scores: np.ndarray,
+    histories: Sequence[np.ndarray],
+    k: int,
+    candidates: Sequence[np.ndarray] = (),
+) -> np.ndarray:
+    """Each user's ``k`` best catalog positions in rank order (ties by catalog position,
+    as in :func:`target_ranks`), history excluded; ``-1`` pads lists shorter than ``k``
+    (fewer rankable items)."""
+    scores = _masked(scores, histories, candidates)
+    k = min(k, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = order.astype(np.int64)
+    top[np.isneginf(np.take_along_axis(scores, order, axis=1))] = -1
+    return top
+
+
+def _masked(
+    scores: np.ndarray, histories: Sequence[np.ndarray], candidates: Sequence[np.ndarray]
+) -> np.ndarray:
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    if np.isnan(scores).any():
+        raise ConfigError("ranker returned NaN scores; scores must be numbers or -inf")
+    if len(candidates):
+        kept = np.full(scores.shape, -np.inf)
+        for row, cand in enumerate(candidates):
+            kept[row, cand] = scores[row, cand]
+        scores = kept
+    for row, hist in enumerate(histories):
+        scores[row, hist] = -np.inf
+    return scores
 
 
 @dataclass(frozen=True)
@@ -125,6 +199,13 @@ class EvalResult:
         config: The ranker configuration used.
         extras: Per user (aligned with ``user_ids``), what the ranker recorded about them
             (:meth:`Ranker.user_extras`: explanations, ...); empty when it recorded nothing.
+        top_ids: Per user, the ``top_k`` best item ids in rank order (``None`` pads).
+        user_seconds: Per user, scoring seconds (its batch's time over the batch size).
+        beyond: Beyond-accuracy metrics of the top lists (``"coverage@10"``, ...).
+        rates: Shares of users that were cold start, degraded or had invalid output.
+        latency: Percentiles of ``user_seconds`` (``"p50"``, ...).
+        system: Display name (a grid entry's name); defaults to the ranker's.
+        resumed: Users whose results were read back from an interrupted run.
     """
 
     protocol: str
@@ -139,21 +220,79 @@ class EvalResult:
     environment: Mapping[str, Any]
     config: Mapping[str, Any] = field(default_factory=dict)
     extras: tuple[Mapping[str, Any], ...] = ()
+    top_ids: tuple[list[Any], ...] = ()
+    user_seconds: np.ndarray = field(default_factory=lambda: np.empty(0))
+    beyond: Mapping[str, float] = field(default_factory=dict)
+    rates: Mapping[str, float] = field(default_factory=dict)
+    latency: Mapping[str, float] = field(default_factory=dict)
+    system: str = ""
+    resumed: int = 0
 
     def summary(self) -> dict[str, Any]:
         """The JSON-ready summary written to ``summary.json``."""
         return {
+            "system": self.system or self.ranker,
             "protocol": self.protocol,
             "dataset": self.dataset,
             "ranker": self.ranker,
             "split": self.split,
             "users": len(self.user_ids),
             "metrics": dict(self.metrics),
+            "beyond": dict(self.beyond),
+            "rates": dict(self.rates),
+            "latency": dict(self.latency),
             "environment": dict(self.environment),
             "config": dict(self.config),
             "seconds": self.seconds.get("total", 0.0),
             "seconds_by_stage": dict(self.seconds),
+            "resumed_users": self.resumed,
         }
+
+
+@dataclass
+class _UserResult:
+    rank: int
+    top: np.ndarray
+    seconds: float
+    extras: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class _BatchOutput:
+    rows: np.ndarray
+    ranks: np.ndarray
+    top: np.ndarray
+    seconds: float
+    extras: list[Mapping[str, Any]]
+
+
+def score_batch(
+    ranker: Ranker,
+    cases: EvalCases,
+    rows: np.ndarray,
+    n_items: int,
+    top_k: int,
+) -> _BatchOutput:
+    """Score the cases at ``rows`` with a fitted ranker: target ranks, top lists, extras
+    and the batch's wall time (used by every engine)."""
+    part = cases.take(rows)
+    batch = UserBatch(part.user_ids, part.histories, part.ratings, part.candidates)
+    start = time.perf_counter()
+    scores = np.asarray(ranker.score(batch), dtype=np.float64)
+    seconds = time.perf_counter() - start
+    expected = (len(rows), n_items)
+    if scores.shape != expected:
+        raise ConfigError(
+            f"ranker {ranker.name!r} returned scores of shape {scores.shape}, "
+            f"expected {expected} (users, catalog items)"
+        )
+    extras = _checked_extras(ranker, batch)
+    ranks = target_ranks(scores, part.histories, part.targets, part.candidates)
+    top = top_positions(scores, part.histories, top_k, part.candidates)
+    return _BatchOutput(np.asarray(rows), ranks, top, seconds, extras)
+
+
+Engine = Literal["local", "ray"]
 
 
 def evaluate(
@@ -168,8 +307,21 @@ def evaluate(
     seed: int | None = None,
     fit: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    top_k: int = 20,
+    beyond_k: int = 10,
+    out: str | Path | None = None,
+    resume: bool = True,
+    engine: Engine = "local",
+    engine_options: Mapping[str, Any] | None = None,
+    system: str = "",
 ) -> EvalResult:
     """Fit ``ranker`` on the protocol's training rows and rank every split target.
+
+    With ``out``, each batch's per-user results are appended (and synced) to
+    ``out/users.partial.jsonl`` as they are scored, so an interrupted run started again
+    with the same ``out`` and settings scores only the users still missing
+    (``resume=True``); the finished run's report is written there
+    (:func:`write_report`).
 
     Args:
         data: Data prepared by a protocol.
@@ -182,60 +334,259 @@ def evaluate(
         seed: Recorded in the environment.
         fit: Fit the ranker first.
         progress: Called with (users done, users total) after each batch.
+        top_k: Length of the top lists kept per user (beyond-accuracy metrics, reports).
+        beyond_k: Cutoff of coverage, novelty, long-tail share and diversity.
+        out: Report folder; enables resuming.
+        resume: Reuse per-user results in ``out`` from an interrupted run with the same
+            settings; ``False`` starts over.
+        engine: ``"local"`` (this process) or ``"ray"`` (Ray actors, one ranker each;
+            see :mod:`ragrec.eval._ray`).
+        engine_options: Ray options: ``address``, ``workers``, ``cpus_per_worker``,
+            ``gpus_per_worker``.
+        system: Display name in reports (a grid entry); defaults to the ranker's name.
 
     Returns:
-        Ranks and metric means.
+        Ranks, metric means and the report's other figures.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be >= 1")
     if limit_users is not None and limit_users < 1:
         raise ConfigError(f"limit_users={limit_users} must be >= 1, or None for all users")
+    if top_k < 1 or beyond_k < 1:
+        raise ConfigError(f"top_k={top_k} and beyond_k={beyond_k} must be >= 1")
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"engine={engine!r} is not known; use 'local' or 'ray'")
     metric_objs = parse_metrics([m if isinstance(m, str) else m.name for m in metrics])
     cases: EvalCases = data.cases(split)
     if limit_users is not None:
         cases = cases.head(limit_users)
+    config = getattr(ranker, "config", None)
+    config_dump = config.model_dump(mode="json") if isinstance(config, BaseModel) else {}
+    checkpoint = (
+        _Checkpoint(
+            Path(out),
+            {
+                "protocol": data.name,
+                "dataset": dataset,
+                "split": split,
+                "ranker": ranker.name,
+                "config": config_dump,
+                "top_k": top_k,
+                "catalog_items": len(data.catalog),
+            },
+            resume=resume,
+        )
+        if out is not None
+        else None
+    )
+    catalog = data.catalog
+    results: dict[int, _UserResult] = {}
+    if checkpoint is not None:
+        results = checkpoint.load(cases, catalog)
+    resumed = len(results)
     start = time.perf_counter()
     if fit:
-        ranker.fit(data.catalog, data.fit_rows(split))
+        ranker.fit(catalog, data.fit_rows(split))
         if split == "test":  # fit on validation, never on the split being scored
             ranker.tune(data)
     fitted = time.perf_counter()
-    ranks = np.empty(len(cases), dtype=np.int64)
-    extras: list[Mapping[str, Any]] = []
-    for lo in range(0, len(cases), batch_size):
-        hi = min(lo + batch_size, len(cases))
-        batch = UserBatch(cases.user_ids[lo:hi], cases.histories[lo:hi], cases.ratings[lo:hi])
-        scores = np.asarray(ranker.score(batch), dtype=np.float64)
-        expected = (hi - lo, len(data.catalog))
-        if scores.shape != expected:
-            raise ConfigError(
-                f"ranker {ranker.name!r} returned scores of shape {scores.shape}, "
-                f"expected {expected} (users, catalog items)"
+    pending = np.array([i for i in range(len(cases)) if i not in results], dtype=np.int64)
+    batches = [pending[lo : lo + batch_size] for lo in range(0, len(pending), batch_size)]
+    if progress is not None and resumed:
+        progress(resumed, len(cases))
+    if engine == "ray":
+        from ragrec.eval._ray import score_on_ray
+
+        outputs = score_on_ray(
+            ranker, data, split, cases, batches, top_k=top_k, options=engine_options or {}
+        )
+    else:
+        outputs = (score_batch(ranker, cases, rows, len(catalog), top_k) for rows in batches)
+    for output in outputs:
+        per_user = output.seconds / max(len(output.rows), 1)
+        fresh = {
+            int(row): _UserResult(int(rank), top, per_user, extra)
+            for row, rank, top, extra in zip(
+                output.rows, output.ranks, output.top, output.extras, strict=True
             )
-        extras += _checked_extras(ranker, batch)
-        ranks[lo:hi] = target_ranks(scores, cases.histories[lo:hi], cases.targets[lo:hi])
+        }
+        if checkpoint is not None:
+            checkpoint.append(cases, catalog, fresh)
+        results.update(fresh)
         if progress is not None:
-            progress(hi, len(cases))
+            progress(len(results), len(cases))
     done = time.perf_counter()
+    ordered = [results[i] for i in range(len(cases))]
+    ranks = np.array([r.rank for r in ordered], dtype=np.int64)
+    top = (
+        np.stack([_pad(r.top, top_k) for r in ordered])
+        if ordered
+        else np.empty((0, top_k), dtype=np.int64)
+    )
+    user_seconds = np.array([r.seconds for r in ordered], dtype=np.float64)
+    extras = [dict(r.extras) for r in ordered]
     values = {
         m.name: float(np.mean(m.from_ranks(ranks))) if len(ranks) else 0.0 for m in metric_objs
     }
-    config = getattr(ranker, "config", None)
-    config_dump = config.model_dump() if isinstance(config, BaseModel) else {}
-    return EvalResult(
+    train = data.fit_rows(split)
+    result = EvalResult(
         protocol=data.name,
         dataset=dataset,
         ranker=ranker.name,
         split=split,
         user_ids=cases.user_ids,
-        target_ids=data.catalog.item_ids[cases.targets],
+        target_ids=catalog.item_ids[cases.targets],
         ranks=ranks,
         metrics=values,
         seconds={"fit": fitted - start, "score": done - fitted, "total": done - start},
-        environment=collect_environment(seed=seed, device=ranker.device),
+        environment={
+            **collect_environment(seed=seed, device=ranker.device),
+            "engine": engine,
+        },
         config={**config_dump, **ranker.report()},
         extras=tuple(extras) if any(extras) else (),
+        top_ids=tuple(_ids(catalog, row) for row in top),
+        user_seconds=user_seconds,
+        beyond=_beyond_metrics(top, catalog, train, beyond_k),
+        rates=_rates(cases, extras),
+        latency=latency_percentiles(user_seconds) if len(user_seconds) else {},
+        system=system,
+        resumed=resumed,
     )
+    if checkpoint is not None:
+        write_report(result, checkpoint.folder)
+        checkpoint.finish()
+    return result
+
+
+def _pad(top: np.ndarray, k: int) -> np.ndarray:
+    out = np.full(k, -1, dtype=np.int64)
+    out[: min(k, len(top))] = top[:k]
+    return out
+
+
+def _ids(catalog: Catalog, top: np.ndarray) -> list[Any]:
+    return [_jsonable(catalog.item_ids[p]) if p >= 0 else None for p in top]
+
+
+def _beyond_metrics(
+    top: np.ndarray, catalog: Catalog, train: Interactions, k: int
+) -> dict[str, float]:
+    if not len(top):
+        return {}
+    pos = catalog.positions(train.item_ids)
+    keep = pos >= 0
+    pairs = pd.DataFrame({"user": train.user_ids[keep], "item": pos[keep]}).drop_duplicates()
+    counts = np.bincount(pairs["item"].to_numpy(), minlength=len(catalog)).astype(np.float64)
+    n_users = max(int(pairs["user"].nunique()), 1)
+    values = {
+        f"coverage@{k}": coverage(top, len(catalog), k),
+        f"novelty@{k}": novelty(top, counts, n_users, k),
+        f"long_tail@{k}": long_tail_share(top, counts, k),
+    }
+    features = genre_features(catalog)
+    if features.shape[1]:  # without genres, diversity would be a meaningless 1.0
+        values[f"diversity@{k}"] = intra_list_diversity(top, features, k)
+    # nan (no list long enough) is left out: it is not JSON
+    return {name: float(v) for name, v in values.items() if np.isfinite(v)}
+
+
+_RATE_KEYS = ("degraded", "invalid", "cold_start")
+
+
+def _rates(cases: EvalCases, extras: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Share of users with an empty history (cold start) and, where the ranker reports
+    them per user, degraded or invalid outputs."""
+    n = max(len(cases), 1)
+    rates = {"cold_start": sum(len(h) == 0 for h in cases.histories) / n}
+    for key in _RATE_KEYS:
+        flags = [bool(e[key]) for e in extras if key in e]
+        if flags:
+            rates[key] = max(rates.get(key, 0.0), sum(flags) / n)
+    return rates
+
+
+class _Checkpoint:
+    """Per-user results of a run in progress, appended as batches finish."""
+
+    def __init__(self, folder: Path, fingerprint: dict[str, Any], *, resume: bool) -> None:
+        self.folder = folder
+        self.fingerprint = json.loads(json.dumps(fingerprint, default=_json_default))
+        self.partial = folder / "users.partial.jsonl"
+        run = folder / "run.json"
+        folder.mkdir(parents=True, exist_ok=True)
+        old = _read_json(run) if run.exists() else None
+        other = old is not None and old != self.fingerprint
+        if resume and isinstance(old, dict) and other and self.partial.exists():
+            changed = sorted(k for k in self.fingerprint if old.get(k) != self.fingerprint[k])
+            raise ConfigError(
+                f"{folder} holds an unfinished run with other settings ({', '.join(changed)} "
+                "differ); pass another --out, or --no-resume to start that folder over"
+            )
+        if not resume or old is None or other:  # a finished run of other settings: replaced
+            for name in ("users.partial.jsonl", "users.jsonl", "summary.json"):
+                (folder / name).unlink(missing_ok=True)
+            tmp = run.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(self.fingerprint, indent=2) + "\n", encoding="utf-8")
+            tmp.replace(run)
+
+    def load(self, cases: EvalCases, catalog: Catalog) -> dict[int, _UserResult]:
+        """Results already written for these cases (complete report or partial file)."""
+        index = {_user_key(u): i for i, u in enumerate(cases.user_ids)}
+        results: dict[int, _UserResult] = {}
+        for source in (self.folder / "users.jsonl", self.partial):
+            if not source.exists():
+                continue
+            for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+                try:
+                    record = json.loads(line)
+                    row = index.get(_user_key(record["user"]))
+                    if row is None:
+                        continue
+                    top_ids = [t for t in record.get("top", []) if t is not None]
+                    top = catalog.positions(np.array(top_ids, dtype=catalog.item_ids.dtype))
+                    rank = record["rank"]
+                    extras = {
+                        k: v
+                        for k, v in record.items()
+                        if k not in ("user", "target", "rank", "top", "seconds")
+                    }
+                    results[row] = _UserResult(
+                        UNRANKED if rank is None else int(rank),
+                        top,
+                        float(record.get("seconds", 0.0)),
+                        extras,
+                    )
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    # a line cut short by the interruption: that user is scored again
+                    logger.warning("%s:%d is incomplete; scoring that user again", source, number)
+        return results
+
+    def append(self, cases: EvalCases, catalog: Catalog, fresh: Mapping[int, _UserResult]) -> None:
+        with self.partial.open("a", encoding="utf-8") as fh:
+            for row, res in fresh.items():
+                record = _user_line(
+                    cases.user_ids[row], catalog.item_ids[cases.targets[row]], res.rank, res.extras
+                )
+                record["top"] = _ids(catalog, res.top)
+                record["seconds"] = res.seconds
+                fh.write(json.dumps(record, default=_json_default) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def finish(self) -> None:
+        self.partial.unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _user_key(user: Any) -> str:
+    return json.dumps(_jsonable(user))
 
 
 _RESERVED = frozenset({"user", "target", "rank"})
@@ -261,6 +612,16 @@ def _checked_extras(ranker: Ranker, batch: UserBatch) -> list[Mapping[str, Any]]
                 f"user {uid!r}; {sorted(_RESERVED)} are the runner's: rename them"
             )
     return extras
+
+
+def _user_line(uid: Any, tid: Any, rank: int, extra: Mapping[str, Any]) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "user": _jsonable(uid),
+        "target": _jsonable(tid),
+        "rank": int(rank) if rank < UNRANKED else None,
+    }
+    line.update({k: v for k, v in extra.items() if k not in line})
+    return line
 
 
 def _jsonable(value: Any) -> Any:
@@ -296,16 +657,17 @@ def write_report(result: EvalResult, out: str | Path) -> Path:
             f"EvalResult has {len(extras)} user extras for {len(result.user_ids)} users; "
             "extras must be empty or one per user"
         )
+    tops: Sequence[list[Any] | None] = result.top_ids or [None] * len(result.user_ids)
+    seconds = result.user_seconds if len(result.user_seconds) else [None] * len(result.user_ids)
     with tmp_users.open("w", encoding="utf-8") as fh:
-        for uid, tid, rank, extra in zip(
-            result.user_ids, result.target_ids, result.ranks, extras, strict=True
+        for uid, tid, rank, extra, top, secs in zip(
+            result.user_ids, result.target_ids, result.ranks, extras, tops, seconds, strict=True
         ):
-            line = {
-                "user": _jsonable(uid),
-                "target": _jsonable(tid),
-                "rank": int(rank) if rank < UNRANKED else None,
-            }
-            line.update({k: v for k, v in extra.items() if k not in line})
+            line = _user_line(uid, tid, rank, extra)
+            if top is not None:
+                line["top"] = top
+            if secs is not None:
+                line["seconds"] = float(secs)
             fh.write(json.dumps(line, default=_json_default) + "\n")
     tmp_summary = summary.with_suffix(".json.tmp")
     tmp_summary.write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")

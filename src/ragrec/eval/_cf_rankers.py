@@ -1,0 +1,413 @@
+"""Collaborative-filtering baselines: item-item kNN, ALS and BPR (the latter two via implicit).
+
+All three learn from the binary user x item matrix of the training rows and score a user
+from the history in the batch, not from a stored user row: at test time a user's history
+also holds the validation item, which is not in the training rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import Field
+
+from ragrec.data import Catalog, Interactions
+from ragrec.errors import ConfigError
+from ragrec.eval._rankers import Ranker, UserBatch, _Config
+
+if TYPE_CHECKING:
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+__all__ = [
+    "ALSConfig",
+    "ALSRanker",
+    "BPRConfig",
+    "BPRRanker",
+    "ItemKNNConfig",
+    "ItemKNNRanker",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _train_matrix(catalog: Catalog, interactions: Interactions) -> tuple[sp.csr_matrix, pd.Index]:
+    """Binary ``(users, catalog items)`` matrix of the training rows, and its user ids.
+
+    Rows on items outside the catalog are dropped; repeated (user, item) rows count once.
+    """
+    pos = catalog.positions(interactions.item_ids)
+    keep = pos >= 0
+    codes, users = pd.factorize(interactions.user_ids[keep], sort=True)
+    matrix = sp.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.float32), (codes, pos[keep])),
+        shape=(len(users), len(catalog)),
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix, pd.Index(users)
+
+
+def _history_matrix(
+    name: str, batch: UserBatch, n_items: int, weights: list[np.ndarray] | None = None
+) -> sp.csr_matrix:
+    """``(len(batch), n_items)`` matrix of the batch histories (1, or ``weights``).
+
+    A position seen twice keeps its largest weight.
+    """
+    lengths = np.fromiter((len(h) for h in batch.histories), dtype=np.int64, count=len(batch))
+    cols = (
+        np.concatenate([np.asarray(h, dtype=np.int64) for h in batch.histories])
+        if len(batch)
+        else np.empty(0, dtype=np.int64)
+    )
+    if cols.size and (cols.min() < 0 or cols.max() >= n_items):
+        bad = cols[(cols < 0) | (cols >= n_items)][0]
+        raise ConfigError(
+            f"ranker {name!r}: history position {bad} is outside the catalog "
+            f"(0..{n_items - 1}); histories must hold catalog positions of the fitted catalog"
+        )
+    values = (
+        np.concatenate(weights).astype(np.float32)
+        if weights is not None and cols.size
+        else np.ones(cols.size, dtype=np.float32)
+    )
+    rows = np.repeat(np.arange(len(batch)), lengths)
+    # a repeated position keeps its largest weight (its latest, under recency decay)
+    order = np.lexsort((values, cols, rows))
+    rows, cols, values = rows[order], cols[order], values[order]
+    last = np.ones(rows.size, dtype=bool)
+    last[:-1] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+    matrix = sp.csr_matrix(
+        (values[last], (rows[last], cols[last])), shape=(len(batch), n_items), dtype=np.float32
+    )
+    matrix.eliminate_zeros()  # weights that underflow: the item is treated as unseen
+    return matrix
+
+
+def _rank_cold_last(scores: np.ndarray, cold: np.ndarray) -> np.ndarray:
+    """Give items without training rows each row's lowest score (ties: catalog order)."""
+    if cold.any() and scores.size:
+        scores[:, cold] = scores.min(axis=1, keepdims=True)
+    return scores
+
+
+def _recency_weights(batch: UserBatch, recency: float) -> list[np.ndarray] | None:
+    """Per history, ``recency**n`` for the item ``n`` steps before the latest; None at 1."""
+    if recency >= 1.0:
+        return None
+    return [recency ** np.arange(len(h) - 1, -1, -1, dtype=np.float64) for h in batch.histories]
+
+
+def _recency_field(default: float, used: str) -> Any:
+    return Field(
+        default=default,
+        gt=0,
+        le=1,
+        description=f"History weight decay ({used}): the item n steps before the latest "
+        "weighs recency**n; 1 weighs the whole history equally.",
+    )
+
+
+def _not_fitted(name: str) -> ConfigError:
+    return ConfigError(
+        f"ranker {name!r} scored before fit(); call fit(catalog, interactions) first"
+    )
+
+
+class _BlasOneThread:
+    """Scoped ``threadpoolctl`` limit of BLAS to one thread (implicit's advice for its own
+    thread pool); the caller's settings are restored on exit."""
+
+    def __enter__(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        self._limits = threadpool_limits(1, "blas")
+
+    def __exit__(self, *exc: object) -> None:
+        self._limits.restore_original_limits()
+
+
+# ------------------------------------------------------------------------------------ itemknn
+
+
+class ItemKNNConfig(_Config):
+    """Configuration of :class:`ItemKNNRanker`."""
+
+    neighbors: int = Field(
+        default=20,
+        ge=1,
+        description="Most similar items kept per item (the item's neighbourhood).",
+    )
+    shrink: float = Field(
+        default=0.0,
+        ge=0,
+        description="Added to the cosine denominator: damps similarities of rare pairs.",
+    )
+    recency: float = _recency_field(0.7, "similarities summed")
+
+
+class ItemKNNRanker(Ranker):
+    """Item-item cosine kNN on the binary training matrix.
+
+    ``sim(i, j) = |U_i & U_j| / (sqrt(|U_i|) sqrt(|U_j|) + shrink)`` over the sets of
+    training users of each item; each item keeps its ``neighbors`` most similar items. A
+    user's score for item ``i`` is the (recency-weighted) sum of ``sim(i, j)`` over the
+    history items ``j`` among ``i``'s neighbours. A user with an empty history scores 0
+    everywhere (ties: catalog order); history items without training rows add nothing.
+    """
+
+    name = "itemknn"
+
+    def __init__(self, config: ItemKNNConfig | None = None) -> None:
+        self.config = config or ItemKNNConfig()
+        self._sim: sp.csr_matrix | None = None
+        self._report: dict[str, Any] = {}
+
+    def fit(self, catalog: Catalog, interactions: Interactions) -> ItemKNNRanker:
+        start = time.perf_counter()
+        matrix, users = _train_matrix(catalog, interactions)
+        item_users = matrix.T.tocsr().astype(np.float64)
+        co = (item_users @ item_users.T).tocoo()
+        off = co.row != co.col
+        row, col = co.row[off], co.col[off]
+        norms = np.sqrt(np.asarray(item_users.sum(axis=1)).ravel())
+        values = co.data[off] / (norms[row] * norms[col] + self.config.shrink)
+        n = len(catalog)
+        sim = self._top_k(sp.csr_matrix((values, (row, col)), shape=(n, n)), self.config.neighbors)
+        # row i holds i's neighbours j; scores = history @ sim.T sums sim(i, j) over j in H
+        self._sim = sim.T.tocsr()
+        seconds = time.perf_counter() - start
+        self._report = {
+            "backend": "scipy",
+            "fit_seconds": round(seconds, 3),
+            "train_users": len(users),
+            "train_items": int((norms > 0).sum()),
+            "similarities": int(self._sim.nnz),
+        }
+        logger.info(
+            "itemknn fit on %d users x %d items in %.2fs", len(users), len(catalog), seconds
+        )
+        return self
+
+    @staticmethod
+    def _top_k(sim: sp.csr_matrix, k: int) -> sp.csr_matrix:
+        """Keep the ``k`` largest entries of each row (ties: lower column first)."""
+        counts = np.diff(sim.indptr)
+        if counts.max(initial=0) <= k:
+            return sim
+        keep = np.zeros(sim.nnz, dtype=bool)
+        for row in np.flatnonzero(counts):
+            lo, hi = sim.indptr[row], sim.indptr[row + 1]
+            if hi - lo <= k:
+                keep[lo:hi] = True
+                continue
+            order = np.lexsort((sim.indices[lo:hi], -sim.data[lo:hi]))
+            keep[lo + order[:k]] = True
+        rows = np.repeat(np.arange(sim.shape[0]), counts)
+        return sp.csr_matrix((sim.data[keep], (rows[keep], sim.indices[keep])), shape=sim.shape)
+
+    def score(self, batch: UserBatch) -> np.ndarray:
+        if self._sim is None:
+            raise _not_fitted(self.name)
+        weights = _recency_weights(batch, self.config.recency)
+        history = _history_matrix(self.name, batch, self._sim.shape[0], weights)
+        return np.asarray((history.astype(np.float64) @ self._sim).todense())
+
+    def report(self) -> dict[str, Any]:
+        return {**self._report, "config": self.config.model_dump()}
+
+
+# ---------------------------------------------------------------------------------------- als
+
+
+class ALSConfig(_Config):
+    """Configuration of :class:`ALSRanker`."""
+
+    factors: int = Field(default=128, ge=1, description="Latent factors per user and item.")
+    iterations: int = Field(default=15, ge=1, description="ALS sweeps over users and items.")
+    regularization: float = Field(default=10.0, ge=0, description="L2 weight on the factors.")
+    alpha: float = Field(
+        default=5.0,
+        gt=0,
+        description="Confidence of an observed interaction (implicit's alpha; the "
+        "unobserved ones have confidence 1).",
+    )
+    recency: float = _recency_field(0.5, "fold-in confidence is alpha * weight")
+    seed: int = Field(default=0, description="Seed of the initial factors.")
+    threads: int = Field(
+        default=1,
+        ge=0,
+        description="Threads for fitting and fold-in; 0 uses every core. Only 1 is "
+        "reproducible run to run.",
+    )
+
+
+class ALSRanker(Ranker):
+    """Implicit-feedback ALS (Hu, Koren and Volinsky 2008) fit with ``implicit`` on the CPU.
+
+    Users are folded in from the batch history: each user's factors are the exact
+    least-squares solution given the fitted item factors (``recalculate_user``), so a
+    history item that is not in the training rows (the validation item at test time)
+    counts. An empty history gives zero factors, hence 0 everywhere. Items without
+    training rows get each user's lowest score.
+    """
+
+    name = "als"
+
+    def __init__(self, config: ALSConfig | None = None) -> None:
+        self.config = config or ALSConfig()
+        self._model: AlternatingLeastSquares | None = None
+        self._cold = np.zeros(0, dtype=bool)
+        self._report: dict[str, Any] = {}
+
+    def fit(self, catalog: Catalog, interactions: Interactions) -> ALSRanker:
+        try:
+            from implicit.cpu.als import AlternatingLeastSquares
+        except ImportError as exc:  # pragma: no cover - implicit is a core dependency
+            raise ConfigError("ranker 'als' needs implicit: pip install 'implicit>=0.7.3'") from exc
+        cfg = self.config
+        start = time.perf_counter()
+        matrix, users = _train_matrix(catalog, interactions)
+        with _BlasOneThread():
+            model = AlternatingLeastSquares(
+                factors=cfg.factors,
+                regularization=cfg.regularization,
+                alpha=cfg.alpha,
+                iterations=cfg.iterations,
+                num_threads=cfg.threads,
+                random_state=cfg.seed,
+            )
+            model.fit(matrix, show_progress=False)
+        self._cold = np.asarray(matrix.sum(axis=0)).ravel() == 0
+        model.item_factors[self._cold] = 0.0
+        self._model = model
+        seconds = time.perf_counter() - start
+        self._report = {
+            "backend": "implicit.cpu",
+            "fit_seconds": round(seconds, 3),
+            "train_users": len(users),
+            "train_items": int((~self._cold).sum()),
+        }
+        logger.info("als fit on %d users x %d items in %.2fs", len(users), len(catalog), seconds)
+        return self
+
+    def score(self, batch: UserBatch) -> np.ndarray:
+        if self._model is None:
+            raise _not_fitted(self.name)
+        weights = _recency_weights(batch, self.config.recency)
+        history = _history_matrix(self.name, batch, len(self._cold), weights)
+        with _BlasOneThread():
+            factors = self._model.recalculate_user(np.arange(len(batch)), history)
+        scores = np.asarray(factors, dtype=np.float64) @ self._model.item_factors.T.astype(
+            np.float64
+        )
+        return _rank_cold_last(scores, self._cold)
+
+    def report(self) -> dict[str, Any]:
+        return {**self._report, "config": self.config.model_dump()}
+
+
+# ---------------------------------------------------------------------------------------- bpr
+
+
+class BPRConfig(_Config):
+    """Configuration of :class:`BPRRanker`."""
+
+    factors: int = Field(default=64, ge=1, description="Latent factors per user and item.")
+    iterations: int = Field(default=100, ge=1, description="SGD epochs over the training rows.")
+    learning_rate: float = Field(default=0.01, gt=0, description="SGD step size.")
+    regularization: float = Field(default=0.01, ge=0, description="L2 weight on the factors.")
+    user_vector: Literal["trained", "history_mean"] = Field(
+        default="history_mean",
+        description="'trained': a user seen in the training rows keeps the factors BPR "
+        "learnt for them (an unseen user falls back to the history mean); "
+        "'history_mean': every user is the mean of their history items' factors.",
+    )
+    recency: float = _recency_field(0.5, "weighted history mean; unused for trained users")
+    seed: int = Field(default=0, description="Seed of the initial factors and the sampling.")
+    threads: int = Field(
+        default=1,
+        ge=0,
+        description="Threads for fitting; 0 uses every core. Only 1 is reproducible "
+        "(implicit's parallel SGD updates race).",
+    )
+
+
+class BPRRanker(Ranker):
+    """Bayesian personalised ranking (Rendle et al. 2009) fit with ``implicit`` on the CPU.
+
+    implicit has no fold-in for BPR, so a user is represented by ``user_vector``: by
+    default the (``recency``-weighted) mean of the factors of their history items, which
+    sees the whole batch history (the validation item too, at test time) and scored best
+    on the llamarec validation split; or, with ``"trained"``, the factors learnt for a user
+    in the training rows (an unseen user falls back to the history mean). Scores include
+    implicit's learnt item bias, so an empty history ranks by that bias alone. Items
+    without training rows get each user's lowest score.
+    """
+
+    name = "bpr"
+
+    def __init__(self, config: BPRConfig | None = None) -> None:
+        self.config = config or BPRConfig()
+        self._model: BayesianPersonalizedRanking | None = None
+        self._users = pd.Index([])
+        self._cold = np.zeros(0, dtype=bool)
+        self._report: dict[str, Any] = {}
+
+    def fit(self, catalog: Catalog, interactions: Interactions) -> BPRRanker:
+        try:
+            from implicit.cpu.bpr import BayesianPersonalizedRanking
+        except ImportError as exc:  # pragma: no cover - implicit is a core dependency
+            raise ConfigError("ranker 'bpr' needs implicit: pip install 'implicit>=0.7.3'") from exc
+        cfg = self.config
+        start = time.perf_counter()
+        matrix, users = _train_matrix(catalog, interactions)
+        with _BlasOneThread():
+            model = BayesianPersonalizedRanking(
+                factors=cfg.factors,
+                learning_rate=cfg.learning_rate,
+                regularization=cfg.regularization,
+                iterations=cfg.iterations,
+                num_threads=cfg.threads,
+                random_state=cfg.seed,
+            )
+            model.fit(matrix, show_progress=False)
+        self._cold = np.asarray(matrix.sum(axis=0)).ravel() == 0
+        self._model = model
+        self._users = users
+        seconds = time.perf_counter() - start
+        self._report = {
+            "backend": "implicit.cpu",
+            "fit_seconds": round(seconds, 3),
+            "train_users": len(users),
+            "train_items": int((~self._cold).sum()),
+        }
+        logger.info("bpr fit on %d users x %d items in %.2fs", len(users), len(catalog), seconds)
+        return self
+
+    def score(self, batch: UserBatch) -> np.ndarray:
+        if self._model is None:
+            raise _not_fitted(self.name)
+        items = np.asarray(self._model.item_factors, dtype=np.float64)
+        weights = _recency_weights(batch, self.config.recency)
+        history = _history_matrix(self.name, batch, len(self._cold), weights)
+        # items without training rows have no learnt factors: left out of the mean
+        counts = history @ (~self._cold).astype(np.float64)
+        # implicit stores the item bias as the last factor and a constant 1 for every user
+        counts[counts == 0] = 1.0
+        vectors = np.asarray(history.astype(np.float64) @ items) / counts[:, None]
+        vectors[:, -1] = 1.0
+        if self.config.user_vector == "trained":
+            rows = self._users.get_indexer(pd.Index(batch.user_ids))
+            known = rows >= 0
+            vectors[known] = self._model.user_factors[rows[known]]
+        return _rank_cold_last(vectors @ items.T, self._cold)
+
+    def report(self) -> dict[str, Any]:
+        return {**self._report, "config": self.config.model_dump()}
