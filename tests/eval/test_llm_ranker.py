@@ -18,6 +18,7 @@ from ragrec.eval import (
     ProtocolData,
     evaluate,
     make_ranker,
+    prepare_protocol,
 )
 from ragrec.eval.metrics import UNRANKED
 from ragrec.generation import BUNDLED_MODEL, Generator
@@ -111,3 +112,36 @@ def test_failing_backend_degrades_to_retrieval_order(
     np.testing.assert_array_equal(result.user_ids, retrieval_only.user_ids)
     np.testing.assert_array_equal(result.ranks, retrieval_only.ranks)
     assert result.metrics == retrieval_only.metrics
+
+
+def test_llm_ranker_reranks_exactly_the_candidate_set(ml_small: Any) -> None:
+    """Under llmrank-c20 the LLM sees the protocol's 20 candidates (target among them), and
+    every one of them is ranked: none is a miss for lying below the retrieval depth."""
+    data = prepare_protocol("llmrank-c20", ml_small.catalog, ml_small.interactions)
+    ranker = _llm_ranker(real_generator())
+    seen: list[list[Any]] = []
+    score_batch = ranker.ranker.score_batch
+
+    def recording(requests: Sequence[dict[str, Any]]) -> Any:
+        seen.extend([c[0] for c in r["candidates"]] for r in requests)
+        return score_batch(requests)
+
+    ranker.ranker.score_batch = recording  # type: ignore[method-assign]
+    result = evaluate(data, ranker, split="test", limit_users=4, metrics=["ndcg@10"])
+    cases = data.cases("test").head(4)
+    test_lists = seen[-4:]  # after the validation users of the blend fit
+    for shown, cands in zip(test_lists, cases.candidates, strict=True):
+        assert sorted(shown) == sorted(data.catalog.item_ids[cands].tolist())
+    assert ((result.ranks >= 1) & (result.ranks <= 20)).all()
+    for top in result.top_ids:
+        assert len([t for t in top if t is not None]) == 20
+
+
+def test_tuned_state_round_trip() -> None:
+    ranker = make_ranker("llm", {"retriever": RETRIEVER})
+    assert isinstance(ranker, LLMRanker)
+    ranker.blend_weight = 0.35
+    other = make_ranker(*ranker.spec)  # type: ignore[misc]
+    other.load_tuned_state(ranker.tuned_state())
+    assert isinstance(other, LLMRanker)
+    assert other.blend_weight == 0.35

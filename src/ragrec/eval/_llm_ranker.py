@@ -3,6 +3,7 @@ optional few-shot exemplars and explanations of each user's top items."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -24,7 +25,13 @@ from ragrec.generation import (
 )
 from ragrec.generation._rerank import RerankConfig, VerbalizerRanker, blend_scores, fit_blend_weight
 from ragrec.prompting import LABELS, ExemplarConfig, ExemplarPool, PromptBuilder, PromptConfig
-from ragrec.retrieval import CandidateList, RetrievalQuery, Retriever, RetrieverConfig
+from ragrec.retrieval import (
+    Candidate,
+    CandidateList,
+    RetrievalQuery,
+    Retriever,
+    RetrieverConfig,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +158,7 @@ class LLMRanker(Ranker):
         cases = data.cases("validation")
         if self.config.blend_users is not None:
             cases = cases.head(self.config.blend_users)
-        batch = UserBatch(cases.user_ids, cases.histories, cases.ratings)
+        batch = UserBatch(cases.user_ids, cases.histories, cases.ratings, cases.candidates)
         lists = self._rerank(*self._retrieve(batch, self.config.n_candidates))
         retrieval, llm, targets = [], [], []
         for (positions, ret_scores, llm_scores), target in zip(lists, cases.targets, strict=True):
@@ -162,6 +169,14 @@ class LLMRanker(Ranker):
         self.blend_weight, self.blend_table = fit_blend_weight(retrieval, llm, targets)
         logger.info("blend weight fit on %d validation users: %s", len(cases), self.blend_weight)
 
+    def tuned_state(self) -> dict[str, Any]:
+        """The blend weight fit by :meth:`tune`."""
+        return {"blend_weight": self.blend_weight}
+
+    def load_tuned_state(self, state: dict[str, Any]) -> None:
+        if "blend_weight" in state:
+            self.blend_weight = float(state["blend_weight"])
+
     def _retrieve(
         self, batch: UserBatch, k: int
     ) -> tuple[list[RetrievalQuery], list[CandidateList]]:
@@ -170,7 +185,27 @@ class LLMRanker(Ranker):
             RetrievalQuery(u, h, r if len(r) == len(h) else None)
             for u, h, r in zip(batch.user_ids, batch.histories, ratings, strict=True)
         ]
-        return queries, self.retriever.retrieve_batch(queries, k=k)
+        if not batch.candidates:
+            return queries, self.retriever.retrieve_batch(queries, k=k)
+        # a candidate-set protocol: the given items, in retrieval order, are re-ranked
+        full = self.retriever.retrieve_batch(queries, k=len(self._catalog))
+        return queries, [
+            self._restrict(res, cands) for res, cands in zip(full, batch.candidates, strict=True)
+        ]
+
+    def _restrict(self, result: CandidateList, positions: np.ndarray) -> CandidateList:
+        """``result`` cut to ``positions``; a position retrieval did not score follows the
+        scored ones (below the lowest score, in the given order)."""
+        wanted = {int(p) for p in positions}
+        kept = [c for c in result.candidates if c.position in wanted]
+        floor = min((c.score for c in kept), default=0.0) - 1.0
+        found = {c.position for c in kept}
+        kept += [
+            Candidate(self._catalog.item_ids[p], int(p), str(self._catalog.titles[p]), floor, ())
+            for p in positions
+            if int(p) not in found
+        ]
+        return dataclasses.replace(result, candidates=tuple(kept))
 
     def _rerank(
         self, queries: list[RetrievalQuery], results: list[CandidateList]
