@@ -16,6 +16,8 @@ from ragrec.eval import SystemSpec, expand_systems, load_grid
 runner = CliRunner()
 
 SYSTEMS = """
+reference = "popularity"
+
 [eval]
 protocol = "llamarec"
 split = "test"
@@ -97,6 +99,7 @@ class TestGrid:
         for png in pngs:
             assert (grid_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (grid_run / "systems.toml").read_text(encoding="utf-8") == SYSTEMS
+        assert "## Compared with popularity" in report
 
     def test_compare(self, grid_run: Path) -> None:
         result = _invoke(
@@ -206,6 +209,7 @@ class TestSystemsFile:
                 "appears twice",
             ),
             ('[[systems]]\nname = "a"\nranker = "random"\ncolour = 1\n', "colour"),
+            ('reference = "b"\n[[systems]]\nname = "a"\nranker = "random"\n', "'b' is not a"),
         ],
     )
     def test_bad_files(self, tmp_path: Path, text: str, needle: str) -> None:

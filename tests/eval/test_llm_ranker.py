@@ -145,3 +145,21 @@ def test_tuned_state_round_trip() -> None:
     other.load_tuned_state(ranker.tuned_state())
     assert isinstance(other, LLMRanker)
     assert other.blend_weight == 0.35
+
+
+def test_llm_ranker_on_ray_matches_local(llamarec_data: ProtocolData) -> None:
+    """Two Ray actors, each loading its own model and fitting its own retriever, give the
+    local run's ranks; the blend weight tuned on the driver reaches them."""
+    config = {"retriever": RETRIEVER, "blend_users": 3, "generator": {"threads": 1}}
+    local = evaluate(llamarec_data, make_ranker("llm", config), limit_users=4, batch_size=2)
+    on_ray = evaluate(
+        llamarec_data,
+        make_ranker("llm", config),
+        limit_users=4,
+        batch_size=2,
+        engine="ray",
+        engine_options={"workers": 2},
+    )
+    np.testing.assert_array_equal(on_ray.ranks, local.ranks)
+    assert on_ray.top_ids == local.top_ids
+    assert on_ray.config["blend_weight"] == local.config["blend_weight"]

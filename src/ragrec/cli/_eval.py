@@ -205,6 +205,7 @@ def eval_cmd(
     }
     options = _pairs(protocol_option, "--protocol-option")
     published: list[dict[str, Any]] = []
+    reference: str | None = None
     if systems is not None:
         if config is not None:
             raise ConfigError("give either --systems or --config: a systems file has its own")
@@ -216,6 +217,7 @@ def eval_cmd(
         )
         runs = expand_systems(grid.systems)
         published = [p.model_dump() for p in grid.published]
+        reference = grid.reference
     else:
         cfg = load_config(config, data={"path": data}, eval=overrides)
         ec = cfg.eval
@@ -265,7 +267,7 @@ def eval_cmd(
         folder,
         metrics=ec.metrics,
         baselines=published,
-        reference=0 if len(results) > 1 else None,
+        reference=(reference or 0) if len(results) > 1 else None,
     )
     out.print(f"report: {files.markdown}")
 

@@ -14,8 +14,10 @@ then one ``[[systems]]`` entry per system::
     # one system per combination; dotted keys reach into nested config tables
     grid = { "exemplars.k" = [0, 2] }
 
-Optional ``[[published]]`` rows (``name``, ``source``, ``metrics = {"ndcg@10" = ...}``)
-are shown in the report next to the systems run here, marked as published.
+A top-level ``reference = "NAME"`` picks the system the others are compared with in the
+report (default: the first). Optional ``[[published]]`` rows (``name``, ``source``,
+``metrics = {"ndcg@10" = ...}``) are shown in the report next to the systems run here,
+marked as published.
 """
 
 from __future__ import annotations
@@ -96,6 +98,11 @@ class GridFile(_Model):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     systems: list[SystemSpec] = Field(min_length=1)
     published: list[PublishedRow] = Field(default_factory=list)
+    reference: str | None = Field(
+        default=None,
+        description="System the others are compared with in the report (paired tests); "
+        "default: the first.",
+    )
 
 
 @dataclass(frozen=True)
@@ -158,5 +165,10 @@ def load_grid(path: str | Path) -> GridFile:
         raise ConfigError(
             f"{source}: invalid systems file: {describe_validation_error(exc)}"
         ) from exc
-    expand_systems(grid.systems)  # names unique, dotted keys valid
+    names = [run.name for run in expand_systems(grid.systems)]  # unique, dotted keys valid
+    if grid.reference is not None and grid.reference not in names:
+        raise ConfigError(
+            f"{source}: reference={grid.reference!r} is not a system; "
+            f"use one of: {', '.join(names)}"
+        )
     return grid
