@@ -159,7 +159,7 @@ class TestEvaluate:
         assert ((popular.ranks >= 1) & (popular.ranks <= len(llamarec_data.catalog))).all()
         assert popular.environment["seed"] == 3
         assert popular.environment["device"] == "cpu"
-        assert set(popular.seconds) == {"fit", "score", "total"}
+        assert set(popular.seconds) == {"fit", "tune", "score", "total"}
 
     def test_ranks_match_target_ranks(self, llamarec_data: ProtocolData) -> None:
         cases = llamarec_data.cases("validation").head(50)

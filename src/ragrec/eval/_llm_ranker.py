@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -112,6 +113,7 @@ class LLMRanker(Ranker):
         self.explained = 0
         self.explained_invalid = 0
         self.explain_seconds = 0.0
+        self.stage_seconds = {"retrieve": 0.0, "llm": 0.0}
         self._extras: dict[Any, dict[str, Any]] = {}
 
     @property
@@ -132,6 +134,7 @@ class LLMRanker(Ranker):
         self.degraded = self.scored = 0
         self.explained = self.explained_invalid = 0
         self.explain_seconds = 0.0
+        self.stage_seconds = {"retrieve": 0.0, "llm": 0.0}
         self._extras = {}
         self.exemplars = None
         cfg = self.config.exemplars
@@ -185,13 +188,18 @@ class LLMRanker(Ranker):
             RetrievalQuery(u, h, r if len(r) == len(h) else None)
             for u, h, r in zip(batch.user_ids, batch.histories, ratings, strict=True)
         ]
+        start = time.perf_counter()
         if not batch.candidates:
-            return queries, self.retriever.retrieve_batch(queries, k=k)
-        # a candidate-set protocol: the given items, in retrieval order, are re-ranked
-        full = self.retriever.retrieve_batch(queries, k=len(self._catalog))
-        return queries, [
-            self._restrict(res, cands) for res, cands in zip(full, batch.candidates, strict=True)
-        ]
+            results = self.retriever.retrieve_batch(queries, k=k)
+        else:
+            # a candidate-set protocol: the given items, in retrieval order, are re-ranked
+            full = self.retriever.retrieve_batch(queries, k=len(self._catalog))
+            results = [
+                self._restrict(res, cands)
+                for res, cands in zip(full, batch.candidates, strict=True)
+            ]
+        self.stage_seconds["retrieve"] += time.perf_counter() - start
+        return queries, results
 
     def _restrict(self, result: CandidateList, positions: np.ndarray) -> CandidateList:
         """``result`` cut to ``positions``; a position retrieval did not score follows the
@@ -218,7 +226,9 @@ class LLMRanker(Ranker):
             hist = [(catalog.item_ids[p], str(catalog.titles[p])) for p in q.history]
             cands = [(c.item_id, c.title) for c in res.candidates[:n]]
             requests.append({"user_key": q.user_id, "history": hist, "candidates": cands})
+        start = time.perf_counter()
         scored = self.ranker.score_batch(requests) if requests else []
+        self.stage_seconds["llm"] += time.perf_counter() - start
         out = []
         for res, llm in zip(results, scored, strict=True):
             self.scored += 1
@@ -296,7 +306,9 @@ class LLMRanker(Ranker):
     def report(self) -> dict[str, Any]:
         """Model, backend, blend weight, degraded count, exemplar pool size, and the
         explanation counts (``explanations``: valid ones written; ``explanations_invalid``:
-        dropped after a retry; ``invalid_rate``: invalid share; ``explain_seconds``)."""
+        dropped after a retry; ``invalid_rate``: invalid share; ``explain_seconds``), and
+        the seconds spent retrieving and in the LLM's ranking pass (``stage_seconds``,
+        validation users of the blend fit included)."""
         info = self.generator.info
         total = self.explained + self.explained_invalid
         return {
@@ -312,6 +324,7 @@ class LLMRanker(Ranker):
             "explanations_invalid": self.explained_invalid,
             "invalid_rate": self.explained_invalid / total if total else 0.0,
             "explain_seconds": self.explain_seconds,
+            "stage_seconds": dict(self.stage_seconds),
         }
 
 

@@ -194,7 +194,8 @@ class EvalResult:
         target_ids: Each user's target item id.
         ranks: Each target's 1-based rank (``UNRANKED`` when not ranked).
         metrics: Mean metric values by name (``"ndcg@10"``).
-        seconds: Wall time by stage (``"fit"``, ``"score"``, ``"total"``).
+        seconds: Wall time by stage (``"fit"``, ``"tune"`` (on validation), ``"score"``,
+            ``"total"``).
         environment: Versions, device, seed.
         config: The ranker configuration used.
         extras: Per user (aligned with ``user_ids``), what the ranker recorded about them
@@ -385,8 +386,10 @@ def evaluate(
         results = checkpoint.load(cases, catalog)
     resumed = len(results)
     start = time.perf_counter()
+    tuned = start
     if fit:
         ranker.fit(catalog, data.fit_rows(split))
+        tuned = time.perf_counter()
         if split == "test":  # fit on validation, never on the split being scored
             ranker.tune(data)
     fitted = time.perf_counter()
@@ -438,7 +441,12 @@ def evaluate(
         target_ids=catalog.item_ids[cases.targets],
         ranks=ranks,
         metrics=values,
-        seconds={"fit": fitted - start, "score": done - fitted, "total": done - start},
+        seconds={
+            "fit": tuned - start,
+            "tune": fitted - tuned,
+            "score": done - fitted,
+            "total": done - start,
+        },
         environment={
             **collect_environment(seed=seed, device=ranker.device),
             "engine": engine,
