@@ -10,7 +10,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +62,7 @@ from ragrec.prompting import (
     RenderedPrompt,
 )
 from ragrec.retrieval import ChannelWeights, Filters, RetrievalQuery, Retriever, RetrieverConfig
+from ragrec.tuning import TuneConfig, TuneProgress, TuneResult
 
 logger = logging.getLogger(__name__)
 
@@ -955,6 +956,107 @@ class Recommender:
             self.save(self.path)
 
     # privacy ------------------------------------------------------------------------------
+
+    # tuning -------------------------------------------------------------------------------
+
+    def tune(
+        self,
+        config: TuneConfig | Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        from_latest: bool = False,
+        resume: bool = False,
+        progress: Callable[[TuneProgress], None] | None = None,
+    ) -> TuneResult:
+        """Fine-tune the ranking model on this store's interaction logs and feedback.
+
+        Examples: each training user's sequence, sliding (the true next item among the
+        retriever's candidates for the history before it, shuffled), plus feedback
+        events (liked items as answers, disliked ones as unlikelihood terms). The run is
+        saved under ``STORE/tuned/<run_id>/`` (adapter or model, ``tune.json``,
+        ``loss.json``, a resumable checkpoint). The store keeps using its configured
+        model: point ``generator.adapter`` (lora) or ``generator.model`` (full) at the
+        result (:meth:`TuneResult.generator_config`) to rank with it.
+
+        Args:
+            config: A :class:`~ragrec.tuning.TuneConfig` or its dict form.
+            run_id: Folder name under ``tuned/`` (default: UTC time and method).
+            from_latest: Start from the latest run under ``tuned/`` (its adapter, or its
+                full model) instead of the configured base model: incremental tuning.
+            resume: Continue the interrupted run ``run_id`` from its last checkpoint.
+            progress: Called at every log point with the step, examples and loss.
+
+        Raises:
+            ConfigError: The recommender has no store folder, bad config, no training
+                users, ``resume`` without ``run_id``, or ``from_latest`` without a run.
+        """
+        from ragrec.tuning import FeedbackSignal, Tuner, build_examples, latest_run
+        from ragrec.tuning import parse_tune_config as parse
+
+        cfg = parse(config)
+        if self.path is None:
+            raise ConfigError(
+                "tune() saves into the store folder: save() the recommender (or build it "
+                "with path=...) first"
+            )
+        if resume and run_id is None:
+            raise ConfigError("resume=True needs run_id: the run folder under tuned/ to continue")
+        root = self.path / "tuned"
+        base = self.config.generator
+        if from_latest:
+            last = latest_run(root)
+            if last is None:
+                raise ConfigError(
+                    f"from_latest=True but {root} holds no finished run; tune once without it"
+                )
+            info = json.loads((last / "tune.json").read_text())
+            if info["method"] == "lora" and cfg.method == "lora":
+                base = base.model_copy(
+                    update={
+                        "model": info["base_model"],
+                        "gguf_file": info["base_gguf_file"],
+                        "adapter": info["model_path"],
+                    }
+                )
+            elif info["method"] == "full":
+                base = base.model_copy(
+                    update={"model": info["model_path"], "gguf_file": None, "adapter": None}
+                )
+            else:
+                raise ConfigError(
+                    f"from_latest=True: the latest run {last.name} is a LoRA adapter and "
+                    f"method={cfg.method!r}; merge it first or tune with method='lora'"
+                )
+        run_id = run_id or f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{cfg.method}"
+        with self._lock:
+            catalog, interactions = self.catalog, self.interactions
+            retriever = self.retriever
+            events = self.store.events() if cfg.feedback else []
+        signals = [
+            FeedbackSignal(
+                e.user_id,
+                e.item_id,
+                e.is_positive(min_rating=self.config.learning.rating_positive),
+            )
+            for e in sorted(events, key=lambda e: e.timestamp)
+            if e.is_positive(min_rating=self.config.learning.rating_positive)
+            or str(e.kind) in NEGATIVE
+        ]
+
+        def candidates(user: Any, history: np.ndarray, k: int) -> list[int]:
+            result = retriever.retrieve(RetrievalQuery(user, history), k=k)
+            return [int(p) for p in result.positions]
+
+        examples = (
+            []
+            if resume
+            else build_examples(
+                catalog, interactions, candidates=candidates, config=cfg, feedback=signals
+            )
+        )
+        return Tuner(cfg, base=base).fit(
+            examples, catalog, root / run_id, resume=resume, progress=progress
+        )
 
     def forget_user(self, user_id: Any) -> dict[str, int]:
         """Delete everything held about a user: feedback events, logged recommendations,

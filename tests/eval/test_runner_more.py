@@ -153,6 +153,17 @@ class TestResume:
         assert sum(len(b) for b in seen.batches) == 15
         assert len(result.ranks) == 25
 
+    def test_finished_run_is_not_refit(self, llamarec_data: ProtocolData, tmp_path: Path) -> None:
+        first = evaluate(llamarec_data, _Seen(), limit_users=10, out=tmp_path)
+        again = _Seen()
+        fits: list[int] = []
+        again.fit = lambda *a: fits.append(1) or again  # type: ignore[method-assign]
+        result = evaluate(llamarec_data, again, limit_users=10, out=tmp_path)
+        assert fits == []
+        assert again.batches == []
+        assert result.seconds == pytest.approx(dict(first.seconds))  # the run's own timings
+        np.testing.assert_array_equal(result.ranks, first.ranks)
+
     def test_cut_line_is_scored_again(self, llamarec_data: ProtocolData, tmp_path: Path) -> None:
         with pytest.raises(_InterruptedError):
             evaluate(llamarec_data, _Crashing(after=1), limit_users=20, batch_size=5, out=tmp_path)

@@ -2,5 +2,8 @@
 
 from ragrec.cli import _eval  # noqa: F401  (registers `ragrec eval`)
 from ragrec.cli._app import app, main
+from ragrec.cli._tune import tune_cmd
+
+app.command("tune")(tune_cmd)
 
 __all__ = ["app", "main"]

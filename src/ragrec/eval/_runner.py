@@ -385,6 +385,12 @@ def evaluate(
     if checkpoint is not None:
         results = checkpoint.load(cases, catalog)
     resumed = len(results)
+    # a finished run asked for again: its report stands (no refit, its timings kept)
+    previous = checkpoint.finished_summary(len(cases)) if checkpoint is not None else None
+    if previous is not None and resumed == len(cases):
+        fit = False
+    else:
+        previous = None
     start = time.perf_counter()
     tuned = start
     if fit:
@@ -441,17 +447,18 @@ def evaluate(
         target_ids=catalog.item_ids[cases.targets],
         ranks=ranks,
         metrics=values,
-        seconds={
+        seconds=previous["seconds_by_stage"]
+        if previous is not None
+        else {
             "fit": tuned - start,
             "tune": fitted - tuned,
             "score": done - fitted,
             "total": done - start,
         },
-        environment={
-            **collect_environment(seed=seed, device=ranker.device),
-            "engine": engine,
-        },
-        config={**config_dump, **ranker.report()},
+        environment=previous["environment"]
+        if previous is not None
+        else {**collect_environment(seed=seed, device=ranker.device), "engine": engine},
+        config=previous["config"] if previous is not None else {**config_dump, **ranker.report()},
         extras=tuple(extras) if any(extras) else (),
         top_ids=tuple(_ids(catalog, row) for row in top),
         user_seconds=user_seconds,
@@ -581,6 +588,19 @@ class _Checkpoint:
                 fh.write(json.dumps(record, default=_json_default) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+
+    def finished_summary(self, users: int) -> dict[str, Any] | None:
+        """The summary of this folder's finished run of the same settings and ``users``
+        users, or None."""
+        summary = _read_json(self.folder / "summary.json")
+        if (
+            not isinstance(summary, dict)
+            or self.partial.exists()
+            or summary.get("users") != users
+            or not all(k in summary for k in ("seconds_by_stage", "environment", "config"))
+        ):
+            return None
+        return summary
 
     def finish(self) -> None:
         self.partial.unlink(missing_ok=True)

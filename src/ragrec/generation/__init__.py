@@ -14,6 +14,7 @@ from ragrec.generation._export import (
     default_export_dir,
     export_model,
     is_exported_folder,
+    merge_adapter,
 )
 from ragrec.generation._factory import make_generator
 from ragrec.generation._rerank import (
@@ -44,5 +45,6 @@ __all__ = [
     "fit_blend_weight",
     "is_exported_folder",
     "make_generator",
+    "merge_adapter",
     "renormalise",
 ]

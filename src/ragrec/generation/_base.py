@@ -50,6 +50,13 @@ class GeneratorConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="auto: float32 on CPU, bfloat16 on GPU."
     )
+    adapter: str | None = Field(
+        default=None,
+        description="A peft LoRA adapter folder (from `ragrec tune`, or its run folder "
+        "holding adapter/) applied on top of `model`: merged into the weights by "
+        "transformers, a LoRARequest for vllm. A full fine-tune is a plain model folder: "
+        "pass it as `model` instead.",
+    )
     prefix_cache: bool = Field(
         default=True,
         description="Compute the KV cache of the shared prompt prefix (system text and "
@@ -105,6 +112,12 @@ class GeneratorConfig(BaseModel):
             raise ValueError(
                 "backend 'openai' needs base_url, e.g. http://127.0.0.1:8000/v1 (the server "
                 "that `vllm serve` or llama.cpp's server starts)"
+            )
+        if self.backend == "openai" and self.adapter is not None:
+            raise ValueError(
+                f"adapter={self.adapter!r} applies to the transformers and vllm backends; for "
+                "an OpenAI-compatible server, merge it (ragrec.generation.merge_adapter) and "
+                "serve the merged folder, or use `vllm serve --enable-lora`"
             )
         if self.backend == "transformers" and self.prefix_cache and self.batch_size > 1:
             raise ValueError(

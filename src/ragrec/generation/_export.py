@@ -16,7 +16,14 @@ from ragrec.generation._base import BUNDLED_MODEL, BackendError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExportResult", "default_export_dir", "export_model", "is_exported_folder"]
+__all__ = [
+    "ExportResult",
+    "default_export_dir",
+    "export_model",
+    "is_exported_folder",
+    "load_trainable",
+    "merge_adapter",
+]
 
 MARKER = "ragrec-export.json"
 """Written last into an exported folder: what was exported, from where."""
@@ -59,9 +66,6 @@ def export_model(
             off and it is), or the source is not a GGUF.
         BackendError: transformers could not read the source.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
     from ragrec.generation._transformers import bundled_model_path
 
     gguf: str | None
@@ -101,20 +105,83 @@ def export_model(
                 f"{target} exists and is not a ragrec model export; choose an empty or new folder"
             )
     start = time.perf_counter()
+    hf_model, tokenizer = load_trainable(folder, gguf, dtype=dtype)
+    _write_folder(target, hf_model, tokenizer, source, start)
+    size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+    logger.info("exported %s to %s (%.0f MB)", model, target, size / 1e6)
+    return ExportResult(path=str(target), reused=False, **json.loads((target / MARKER).read_text()))
+
+
+def load_trainable(
+    folder: str, gguf_file: str | None, *, dtype: str = "float32"
+) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` from a GGUF (dequantized, plain float weights that train and
+    ``save_pretrained`` like any model) or a Hugging Face folder.
+
+    Raises:
+        BackendError: transformers could not read the source.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
+    tok_kwargs: dict[str, Any] = {}
+    if gguf_file:
+        kwargs.update(gguf_file=gguf_file, quantization_config=GgufConfig(dequantize=True))
+        tok_kwargs["gguf_file"] = gguf_file
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            folder,
-            gguf_file=gguf,
-            dtype=getattr(torch, dtype),
-            quantization_config=GgufConfig(dequantize=True),
-        )
+        tokenizer = AutoTokenizer.from_pretrained(folder, **tok_kwargs)
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except (OSError, ValueError) as exc:
-        raise BackendError(f"could not read {folder}/{gguf} ({exc})") from exc
+        raise BackendError(f"could not read {folder}/{gguf_file or ''} ({exc})") from exc
     # save_pretrained refuses GGUF-quantized models; the weights are dequantized already.
     hf_model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(hf_model.config, "quantization_config"):
         del hf_model.config.quantization_config
+    return hf_model, tokenizer
+
+
+def merge_adapter(
+    adapter: str | Path,
+    out: str | Path,
+    *,
+    model: str = BUNDLED_MODEL,
+    gguf_file: str | None = None,
+    dtype: str = "float32",
+) -> ExportResult:
+    """Merge a peft LoRA adapter (from ``ragrec tune``) into its base model and write the
+    plain Hugging Face folder that vLLM and OpenAI-compatible servers load.
+
+    Args:
+        adapter: The adapter folder (or a tuning run folder holding ``adapter/``).
+        out: Target folder (new or empty).
+        model: The adapter's base model (bundled name, GGUF folder or HF folder).
+        gguf_file: GGUF file inside ``model``.
+        dtype: Weight dtype of the merged folder.
+
+    Raises:
+        ConfigError: ``adapter`` is not an adapter folder, or ``out`` is not empty.
+        BackendError: The base model could not be read.
+    """
+    from peft import PeftModel
+
+    from ragrec.generation._transformers import bundled_model_path, resolve_adapter
+
+    path = resolve_adapter(str(adapter))
+    target = Path(out)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ConfigError(f"out={str(target)!r} exists and is not an empty folder; choose another")
+    folder, gguf = bundled_model_path() if model == BUNDLED_MODEL else (model, gguf_file)
+    start = time.perf_counter()
+    base, tokenizer = load_trainable(folder, gguf, dtype=dtype)
+    merged = PeftModel.from_pretrained(base, path).merge_and_unload()
+    source = {"model": model, "gguf_file": gguf, "dtype": dtype, "adapter": path}
+    _write_folder(target, merged, tokenizer, source, start)
+    return ExportResult(path=str(target), reused=False, **json.loads((target / MARKER).read_text()))
+
+
+def _write_folder(target: Path, hf_model: Any, tokenizer: Any, source: Any, start: float) -> None:
+    """Save model and tokenizer beside ``target`` and rename into place when complete."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; an export is shared like any model folder
@@ -134,8 +201,6 @@ def export_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("exported %s to %s (%.0f MB)", model, target, size / 1e6)
-    return ExportResult(path=str(target), reused=False, **info)
 
 
 def default_export_dir(model: str, cache_root: str | Path | None = None) -> Path:

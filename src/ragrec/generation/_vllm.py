@@ -106,6 +106,8 @@ class VLLMGenerator:
         }
         if device == "cuda":
             kwargs["gpu_memory_utilization"] = self.config.gpu_memory_utilization
+        if self.config.adapter is not None:
+            kwargs.update(enable_lora=True, max_lora_rank=_adapter_rank(self._adapter_path()))
         try:
             self._llm = vllm.LLM(**kwargs)
         except (OSError, ValueError, RuntimeError) as exc:
@@ -120,9 +122,25 @@ class VLLMGenerator:
         )
         return self._llm
 
+    def _adapter_path(self) -> str:
+        from ragrec.generation._transformers import resolve_adapter
+
+        return resolve_adapter(str(self.config.adapter))
+
+    def _lora(self) -> Any:
+        """The LoRARequest of the configured adapter, or None."""
+        if self.config.adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest("ragrec-tuned", 1, self._adapter_path())
+
     @property
     def info(self) -> GenerationInfo:
-        return GenerationInfo("vllm", self.config.model, self._device, self._dtype)
+        model = self.config.model
+        if self.config.adapter is not None:
+            model = f"{model}+{self.config.adapter}"
+        return GenerationInfo("vllm", model, self._device, self._dtype)
 
     @property
     def tokenizer(self) -> HFTokenizer:
@@ -167,7 +185,10 @@ class VLLMGenerator:
             ]
             try:
                 results = llm.generate(
-                    [self._prompt(p.text) for p in chunk], params, use_tqdm=False
+                    [self._prompt(p.text) for p in chunk],
+                    params,
+                    use_tqdm=False,
+                    lora_request=self._lora(),
                 )
             except (ValueError, RuntimeError) as exc:
                 raise BackendError(f"vLLM failed to score {len(chunk)} prompt(s): {exc}") from exc
@@ -209,7 +230,12 @@ class VLLMGenerator:
         outputs: list[str] = []
         for chunk in self._chunks(list(prompts)):
             try:
-                results = llm.generate([self._prompt(t) for t in chunk], params, use_tqdm=False)
+                results = llm.generate(
+                    [self._prompt(t) for t in chunk],
+                    params,
+                    use_tqdm=False,
+                    lora_request=self._lora(),
+                )
             except (ValueError, RuntimeError) as exc:
                 raise BackendError(f"vLLM failed to generate: {exc}") from exc
             outputs.extend(str(r.outputs[0].text) for r in results)
@@ -223,3 +249,14 @@ class VLLMGenerator:
             if callable(shutdown):
                 shutdown()
             self._llm = None
+
+
+def _adapter_rank(path: str) -> int:
+    """The LoRA rank in a peft adapter's config (vLLM sizes its LoRA slots by it)."""
+    import json
+    from pathlib import Path
+
+    config = json.loads((Path(path) / "adapter_config.json").read_text())
+    rank = int(config.get("r", 8))
+    # vLLM accepts these ranks only
+    return next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank), rank)

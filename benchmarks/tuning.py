@@ -1,0 +1,230 @@
+"""Fine-tuning the ranking LLM (``ragrec.tuning``): training cost and the 20-candidate
+protocol before and after.
+
+    python benchmarks/tuning.py train --method lora --out /tmp/tune-lora [--max-minutes 20]
+        [--max-examples 2000] [--random-negatives 6] [--threads 2] [--resume]
+    python benchmarks/tuning.py eval [--run /tmp/tune-lora ...] [--users 200] [--threads 2]
+
+``train`` builds examples from the llamarec protocol's training rows of ml-latest-small
+(sliding targets, the retriever's hard negatives, optionally random ones mixed in; a
+retriever fit on the training rows) and tunes the bundled SmolLM2-135M-Instruct.
+
+``eval`` scores the 20-candidate protocol: for each of --users test users (seed 0), the
+test target and 19 random items the user never saw, shuffled under labels A..T; the
+prompt shows the user's history (train + validation items) within the tuning prompt's
+budgets. It prints NDCG@1/5/10/20 of the base model and of each --run, the distribution
+of the top label, popularity's NDCG as a reference, and seconds per prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragrec.data import load_movielens
+from ragrec.eval import llamarec_protocol
+from ragrec.eval._protocol import ProtocolData
+from ragrec.generation import GeneratorConfig
+from ragrec.generation._transformers import TransformersGenerator
+from ragrec.prompting import LABELS, PromptBuilder
+from ragrec.retrieval import RetrievalQuery, Retriever, RetrieverConfig
+from ragrec.tuning import TUNE_PROMPT, TuneConfig, Tuner, build_examples
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
+
+
+def protocol(data_path: str) -> ProtocolData:
+    ml = load_movielens(data_path)
+    return llamarec_protocol(ml.catalog, ml.interactions)
+
+
+def train(args: argparse.Namespace) -> None:
+    data = protocol(args.data)
+    cfg = TuneConfig(
+        method=args.method,
+        max_minutes=args.max_minutes,
+        max_examples=args.max_examples,
+        random_negatives=args.random_negatives,
+        examples_per_user=args.examples_per_user,
+        learning_rate=args.lr,
+        grad_accum=args.grad_accum,
+        lora_r=args.lora_r,
+        lora_alpha=2 * args.lora_r,
+        threads=args.threads,
+        checkpoint_every=args.checkpoint_every,
+        log_every=2,
+    )
+    examples: list[Any] = []
+    t0 = time.perf_counter()
+    if not args.resume:
+        retriever = Retriever(RetrieverConfig(cache_dir=args.cache_dir)).fit(
+            data.catalog, data.train
+        )
+
+        def candidates(user: Any, history: np.ndarray, k: int) -> list[int]:
+            res = retriever.retrieve(RetrievalQuery(user, history), k=k)
+            return [int(p) for p in res.positions]
+
+        examples = build_examples(data.catalog, data.train, candidates=candidates, config=cfg)
+    print(f"examples: {len(examples)} built in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    def show(p: Any) -> None:
+        rate = p.examples / p.seconds if p.seconds else 0.0
+        print(
+            f"step {p.step:4d}  examples {p.examples:5d}  loss {p.loss:.4f}  "
+            f"{p.seconds / 60:5.1f} min  {rate:.2f} ex/s",
+            flush=True,
+        )
+
+    result = Tuner(cfg).fit(examples, data.catalog, args.out, resume=args.resume, progress=show)
+    print(
+        json.dumps(
+            {
+                "method": result.method,
+                "examples": result.examples,
+                "minutes": round(result.seconds / 60, 2),
+                "examples_per_s": round(result.examples_per_second, 3),
+                "loss_start": round(result.loss_start, 4),
+                "loss_end": round(result.loss_end, 4),
+                "finished": result.finished,
+                "model_path": result.model_path,
+            },
+            indent=2,
+        ),
+        flush=True,
+    )
+
+
+def c20_cases(
+    data: ProtocolData, n_users: int, seed: int = 0
+) -> list[tuple[Any, np.ndarray, np.ndarray, int]]:
+    """``(user, history, candidates in label order, target index)`` per test user."""
+    cases = data.cases("test")
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(cases), size=min(n_users, len(cases)), replace=False)
+    n_items = len(data.catalog)
+    out = []
+    for row in rows.tolist():
+        hist = cases.histories[row]
+        target = int(cases.targets[row])
+        seen = set(hist.tolist()) | {target}
+        wrong: list[int] = []
+        while len(wrong) < 19:
+            p = int(rng.integers(n_items))
+            if p not in seen:
+                wrong.append(p)
+                seen.add(p)
+        items = np.asarray([target, *wrong])
+        order = rng.permutation(20)
+        out.append((cases.user_ids[row], hist, items[order], int(np.flatnonzero(order == 0)[0])))
+    return out
+
+
+def ndcg(ranks: np.ndarray, k: int) -> float:
+    return float(np.mean(np.where(ranks <= k, 1.0 / np.log2(ranks + 1), 0.0)))
+
+
+def evaluate(name: str, gen_cfg: GeneratorConfig, data: ProtocolData, cases: list[Any]) -> dict:
+    gen = TransformersGenerator(gen_cfg)
+    builder = PromptBuilder(gen.tokenizer, TUNE_PROMPT)
+    cat = data.catalog
+    prompts = [
+        builder.render(
+            history=[(cat.item_ids[p], str(cat.titles[p])) for p in hist],
+            candidates=[(cat.item_ids[p], str(cat.titles[p])) for p in cands],
+        )
+        for _, hist, cands, _ in cases
+    ]
+    gen._load()
+    t0 = time.perf_counter()
+    logprobs = gen.label_logprobs(prompts)
+    seconds = (time.perf_counter() - t0) / len(prompts)
+    targets = np.asarray([t for *_, t in cases])
+    ranks = 1 + (logprobs > logprobs[np.arange(len(targets)), targets][:, None]).sum(axis=1)
+    top = Counter(LABELS[int(i)] for i in logprobs.argmax(axis=1))
+    out = {
+        "name": name,
+        **{f"ndcg@{k}": round(ndcg(ranks, k), 4) for k in (1, 5, 10, 20)},
+        "top_label": dict(sorted(top.items())),
+        "top_label_max_share": round(max(top.values()) / len(cases), 3),
+        "distinct_top_labels": len(top),
+        "seconds_per_prompt": round(seconds, 3),
+        "prompt_tokens_mean": round(float(np.mean([p.token_count for p in prompts])), 1),
+    }
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def popularity(data: ProtocolData, cases: list[Any]) -> float:
+    counts = np.bincount(data.catalog.positions(data.train.item_ids), minlength=len(data.catalog))
+    ranks = []
+    for _, _, cands, t in cases:
+        s = counts[cands].astype(float) - np.arange(20) * 1e-9
+        ranks.append(1 + int((s > s[t]).sum()))
+    return ndcg(np.asarray(ranks), 10)
+
+
+def evaluate_all(args: argparse.Namespace) -> None:
+    data = protocol(args.data)
+    cases = c20_cases(data, args.users)
+    print(f"c20: {len(cases)} test users; popularity ndcg@10 {popularity(data, cases):.4f}")
+    rows = []
+    base = GeneratorConfig(device="cpu", threads=args.threads)
+    if not args.skip_base:
+        rows.append(evaluate("base (zero-shot)", base, data, cases))
+    for run in args.run:
+        info = json.loads((Path(run) / "tune.json").read_text())
+        if info["method"] == "lora":
+            cfg = base.model_copy(update={"adapter": info["model_path"]})
+        else:
+            cfg = base.model_copy(update={"model": info["model_path"]})
+        rows.append(evaluate(f"{info['method']} {run}", cfg, data, cases))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--method", default="lora", choices=["lora", "full"])
+    t.add_argument("--out", required=True)
+    t.add_argument("--max-minutes", type=float, default=20.0)
+    t.add_argument("--max-examples", type=int, default=2000)
+    t.add_argument("--examples-per-user", type=int, default=4)
+    t.add_argument("--random-negatives", type=int, default=6)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--grad-accum", type=int, default=8)
+    t.add_argument("--lora-r", type=int, default=8)
+    t.add_argument("--checkpoint-every", type=int, default=25)
+    t.add_argument("--resume", action="store_true")
+    e = sub.add_parser("eval")
+    e.add_argument("--run", action="append", default=[])
+    e.add_argument("--users", type=int, default=200)
+    e.add_argument("--skip-base", action="store_true")
+    e.add_argument("--json", default=None)
+    for p in (t, e):
+        p.add_argument("--data", default=str(DEFAULT_DATA))
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "ragrec"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if args.cmd == "train":
+        train(args)
+    else:
+        evaluate_all(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Fine-tuning the ranking LLM on the store's own logs and feedback (verbalizer
+objective: cross-entropy over the candidate labels at the answer position)."""
+
+from ragrec.tuning._config import TUNE_PROMPT, TuneConfig, parse_tune_config
+from ragrec.tuning._examples import (
+    CandidatesFn,
+    FeedbackSignal,
+    TuneExample,
+    build_examples,
+    feedback_examples,
+)
+from ragrec.tuning._trainer import TuneProgress, Tuner, TuneResult, latest_run
+
+__all__ = [
+    "TUNE_PROMPT",
+    "CandidatesFn",
+    "FeedbackSignal",
+    "TuneConfig",
+    "TuneExample",
+    "TuneProgress",
+    "TuneResult",
+    "Tuner",
+    "build_examples",
+    "feedback_examples",
+    "latest_run",
+    "parse_tune_config",
+]

@@ -1,0 +1,249 @@
+"""Training examples for the verbalizer objective, from interaction logs and feedback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ragrec.data import Catalog, Interactions
+from ragrec.errors import ConfigError
+from ragrec.tuning._config import TuneConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CandidatesFn", "FeedbackSignal", "TuneExample", "build_examples", "feedback_examples"]
+
+CandidatesFn = Callable[[Any, np.ndarray, int], Sequence[int]]
+"""``(user id, history positions, k) -> catalog positions``, best first (a retriever)."""
+
+
+@dataclass(frozen=True)
+class TuneExample:
+    """One training prompt.
+
+    Attributes:
+        user_id: Whose sequence (or feedback) it came from.
+        history: Catalog positions shown as history, oldest first (never the target or
+            anything after it).
+        candidates: Catalog positions in label order (``A`` is ``candidates[0]``).
+        target: Index into ``candidates`` of the item the loss is about.
+        kind: ``positive``: the item is the answer (cross-entropy); ``negative``: it is
+            not (unlikelihood, ``-log(1 - p)``).
+        source: ``log`` (a training sequence) or ``feedback``.
+    """
+
+    user_id: Any
+    history: tuple[int, ...]
+    candidates: tuple[int, ...]
+    target: int
+    kind: Literal["positive", "negative"] = "positive"
+    source: Literal["log", "feedback"] = "log"
+
+    def to_json(self, catalog: Catalog) -> dict[str, Any]:
+        """The example with item ids (positions change when the catalog does)."""
+        ids = catalog.item_ids
+        return {
+            "user_id": _plain(self.user_id),
+            "history": [_plain(ids[p]) for p in self.history],
+            "candidates": [_plain(ids[p]) for p in self.candidates],
+            "target": self.target,
+            "kind": self.kind,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], catalog: Catalog) -> TuneExample:
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            ConfigError: An item is no longer in the catalog.
+        """
+        hist = catalog.positions(list(data["history"])) if data["history"] else np.empty(0)
+        cands = catalog.positions(list(data["candidates"]))
+        if (hist < 0).any() or (cands < 0).any():
+            raise ConfigError(
+                "a saved tuning example names an item that left the catalog; start a new run "
+                "instead of --resume"
+            )
+        return cls(
+            data["user_id"],
+            tuple(int(p) for p in hist),
+            tuple(int(p) for p in cands),
+            int(data["target"]),
+            data["kind"],
+            data["source"],
+        )
+
+
+@dataclass(frozen=True)
+class FeedbackSignal:
+    """A feedback event as tuning sees it: a user liked (``positive``) or disliked an
+    item, after the history they had then."""
+
+    user_id: Any
+    item_id: Any
+    positive: bool
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _sequences(interactions: Interactions, catalog: Catalog) -> dict[Any, np.ndarray]:
+    """Per user, catalog positions ordered by (timestamp, row); unknown items dropped."""
+    pos = catalog.positions(interactions.item_ids)
+    keep = pos >= 0
+    users = interactions.user_ids[keep]
+    pos = pos[keep]
+    ts = interactions.timestamps[keep]
+    order = np.lexsort((np.arange(len(pos)), ts))
+    out: dict[Any, list[int]] = {}
+    for row in order:
+        out.setdefault(_plain(users[row]), []).append(int(pos[row]))
+    return {u: np.asarray(v, dtype=np.int64) for u, v in out.items()}
+
+
+def _candidates(
+    user_id: Any,
+    history: np.ndarray,
+    target: int,
+    *,
+    n_items: int,
+    candidates: CandidatesFn,
+    config: TuneConfig,
+    rng: np.random.Generator,
+) -> tuple[tuple[int, ...], int]:
+    """The target plus ``n_candidates - 1`` negatives (retrieval first, random to fill),
+    shuffled; returns the candidates and the target's index."""
+    n_wrong = config.n_candidates - 1
+    n_random = min(config.random_negatives, n_wrong)
+    excluded = set(history.tolist()) | {target}
+    wrong: list[int] = []
+    if n_wrong - n_random > 0:
+        for p in candidates(user_id, history, n_wrong + len(excluded)):
+            if int(p) not in excluded and int(p) not in wrong:
+                wrong.append(int(p))
+            if len(wrong) == n_wrong - n_random:
+                break
+    taken = excluded | set(wrong)
+    available = n_items - len(taken)
+    while len(wrong) < n_wrong and available > 0:
+        p = int(rng.integers(n_items))
+        if p not in taken:
+            wrong.append(p)
+            taken.add(p)
+            available -= 1
+    items = np.asarray([target, *wrong], dtype=np.int64)
+    order = rng.permutation(len(items))
+    shuffled = items[order]
+    return tuple(int(p) for p in shuffled), int(np.flatnonzero(order == 0)[0])
+
+
+def build_examples(
+    catalog: Catalog,
+    interactions: Interactions,
+    *,
+    candidates: CandidatesFn,
+    config: TuneConfig | None = None,
+    feedback: Sequence[FeedbackSignal] = (),
+) -> list[TuneExample]:
+    """Sliding-window examples from each user's sequence, plus feedback examples.
+
+    For each user with more than ``min_history`` items, up to ``examples_per_user``
+    target steps ``t`` are sampled (seeded); the history is the items before ``t`` (the
+    prompt shows the latest ones within its budget), the candidates are the retriever's
+    top ones for that history (excluding the history and the target) plus the target,
+    shuffled. The examples are shuffled and cut to ``max_examples``, feedback examples
+    first (they are few and recent).
+
+    Raises:
+        ConfigError: No interactions, or no user has a long enough sequence.
+    """
+    cfg = config or TuneConfig()
+    if len(interactions) == 0:
+        raise ConfigError(
+            "interactions is empty: tuning learns from the store's interaction logs; build "
+            "the store with interactions first"
+        )
+    rng = np.random.default_rng(cfg.seed)
+    seqs = _sequences(interactions, catalog)
+    users = [u for u, s in seqs.items() if len(s) > cfg.min_history]
+    if not users and not feedback:
+        longest = max((len(s) for s in seqs.values()), default=0)
+        raise ConfigError(
+            f"no training users: min_history={cfg.min_history} needs a user with more than "
+            f"{cfg.min_history} items, the longest sequence has {longest}; lower min_history "
+            "or add interactions"
+        )
+    out = feedback_examples(catalog, seqs, feedback, candidates=candidates, config=cfg, rng=rng)
+    logs: list[TuneExample] = []
+    for user in users:
+        seq = seqs[user]
+        steps = np.arange(cfg.min_history, len(seq))
+        chosen = np.sort(
+            rng.choice(steps, size=min(cfg.examples_per_user, len(steps)), replace=False)
+        )
+        for t in chosen.tolist():
+            history = seq[:t]
+            cands, target = _candidates(
+                user,
+                history,
+                int(seq[t]),
+                n_items=len(catalog),
+                candidates=candidates,
+                config=cfg,
+                rng=rng,
+            )
+            logs.append(TuneExample(user, tuple(history.tolist()), cands, target))
+    order = rng.permutation(len(logs))
+    out.extend(logs[i] for i in order)
+    if cfg.max_examples is not None:
+        out = out[: cfg.max_examples]
+    logger.info("tuning examples: %d (%d users with sequences)", len(out), len(users))
+    return out
+
+
+def feedback_examples(
+    catalog: Catalog,
+    sequences: dict[Any, np.ndarray],
+    feedback: Sequence[FeedbackSignal],
+    *,
+    candidates: CandidatesFn,
+    config: TuneConfig,
+    rng: np.random.Generator,
+) -> list[TuneExample]:
+    """Examples from feedback: each event's item among retrieval candidates for the
+    history the user had (their sequence plus earlier liked items); a like makes it the
+    answer (``positive``), a dislike a wrong one (``negative``). Items not in the catalog
+    are skipped."""
+    if not config.feedback:
+        return []
+    out: list[TuneExample] = []
+    added: dict[Any, list[int]] = {}
+    for signal in feedback:
+        pos = int(catalog.positions([signal.item_id])[0])
+        if pos < 0:
+            continue
+        user = _plain(signal.user_id)
+        base = sequences.get(user, np.empty(0, np.int64))
+        history = np.asarray(
+            [p for p in [*base.tolist(), *added.get(user, [])] if p != pos], dtype=np.int64
+        )
+        cands, target = _candidates(
+            user,
+            history,
+            pos,
+            n_items=len(catalog),
+            candidates=candidates,
+            config=config,
+            rng=rng,
+        )
+        kind: Literal["positive", "negative"] = "positive" if signal.positive else "negative"
+        out.append(TuneExample(user, tuple(history.tolist()), cands, target, kind, "feedback"))
+        if signal.positive:
+            added.setdefault(user, []).append(pos)
+    return out

@@ -1,0 +1,107 @@
+"""``ragrec tune`` (registered on a throwaway app) and ``Recommender.tune``'s checks
+that come before any training."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from ragrec import Recommender
+from ragrec.cli._tune import tune_cmd
+from ragrec.data import Catalog, Interactions
+from ragrec.errors import ConfigError
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command("tune")(tune_cmd)
+    app.command("noop")(lambda: None)  # two commands: `tune` stays a subcommand
+    return app
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(_app(), ["tune", *args])
+    return result.exit_code, _ANSI.sub("", result.output)
+
+
+def test_unknown_method(tmp_path: Path) -> None:
+    code, output = _run(str(tmp_path), "--method", "qlora")
+    assert code == 2
+    assert "method='qlora'" in output
+    assert "'lora' or 'full'" in output
+
+
+def test_not_a_store(tmp_path: Path) -> None:
+    code, output = _run(str(tmp_path / "missing"))
+    assert code == 2
+    assert "not a ragrec store" in output
+
+
+def test_help_lists_options() -> None:
+    result = CliRunner().invoke(_app(), ["tune", "--help"])
+    text = _ANSI.sub("", result.output)
+    for option in ("--max-minutes", "--max-examples", "--resume", "--from-latest", "--lora-r"):
+        assert option in text
+
+
+@pytest.fixture
+def store(tmp_path: Path, catalog: Catalog, logs: Interactions) -> Iterator[Recommender]:
+    config = {
+        "retriever": {"channels": [{"kind": "popularity"}]},
+        "generator": {"device": "cpu", "threads": 1},
+        "llm_candidates": 0,
+        "exemplars": {"k": 0},
+    }
+    rec = Recommender.build(catalog, logs, config, path=tmp_path / "store")
+    yield rec
+    rec.close()
+
+
+def test_recommender_tune_checks(store: Recommender, catalog: Catalog, logs: Interactions) -> None:
+    with pytest.raises(ConfigError, match="resume=True needs run_id"):
+        store.tune(resume=True)
+    with pytest.raises(ConfigError, match=r"from_latest=True but .* holds no finished run"):
+        store.tune(from_latest=True)
+    with pytest.raises(ConfigError, match="method='qlora'"):
+        store.tune({"method": "qlora"})
+    with pytest.raises(ConfigError, match="min_history=50"):
+        store.tune({"min_history": 50})
+    memory = Recommender.build(catalog, logs, {"retriever": {"channels": [{"kind": "popularity"}]}})
+    try:
+        with pytest.raises(ConfigError, match="save\\(\\) the recommender"):
+            memory.tune()
+    finally:
+        memory.close()
+
+
+def test_recommender_tune_with_feedback_then_from_latest(store: Recommender) -> None:
+    """A 2-example run on the store (a like first), then an incremental one from it."""
+    import json
+
+    store.feedback({"user_id": 1, "item_id": 103, "kind": "like"})
+    cfg = {
+        "max_examples": 2,
+        "grad_accum": 1,
+        "n_candidates": 8,
+        "device": "cpu",
+        "threads": 1,
+        "max_minutes": 2,
+    }
+    first = store.tune(cfg, run_id="first")
+    assert store.path is not None
+    run = store.path / "tuned" / "first"
+    assert first.path == str(run)
+    assert first.examples == 2
+    saved = json.loads((run / "examples.json").read_text())
+    assert saved[0]["source"] == "feedback"
+    assert saved[0]["candidates"][saved[0]["target"]] == 103
+    second = store.tune(cfg, run_id="second", from_latest=True)
+    info = json.loads((Path(second.path) / "tune.json").read_text())
+    assert info["base_adapter"] == first.model_path
