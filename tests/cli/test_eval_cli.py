@@ -177,6 +177,8 @@ class TestOptions:
         systems.write_text(SYSTEMS, encoding="utf-8")
         line = _error(_invoke("eval", "--systems", str(systems), "--config", str(systems)))
         assert "either --systems or --config" in line
+        line = _error(_invoke("eval", "--systems", str(systems), "--ranker", "random"))
+        assert "--ranker random does not apply with --systems" in line
 
 
 class TestSystemsFile:

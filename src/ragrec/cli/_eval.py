@@ -209,6 +209,11 @@ def eval_cmd(
     if systems is not None:
         if config is not None:
             raise ConfigError("give either --systems or --config: a systems file has its own")
+        if ranker is not None:
+            raise ConfigError(
+                f"--ranker {ranker} does not apply with --systems: each [[systems]] entry "
+                "names its ranker"
+            )
         grid = load_grid(systems)
         raw = grid.model_dump()
         cfg = load_config(None, data={**raw["data"], "path": data or raw["data"]["path"]})
