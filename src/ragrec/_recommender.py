@@ -1067,9 +1067,13 @@ class Recommender:
         The global channel prior keeps what the user's feedback contributed to it (an
         aggregate, with no id).
 
+        Tuning runs (``tuned/``) lose the user's training examples; their weights keep
+        what they learnt (``tuned_runs`` counts them): tune again to drop it.
+
         Returns:
             Counts removed per kind: ``events``, ``recommendations``, ``user_weights``,
-            ``profiles`` (store rows), ``exemplars``, ``profile``, ``interactions``.
+            ``profiles`` (store rows), ``exemplars``, ``profile``, ``interactions``,
+            ``tuning_examples``, and ``tuned_runs`` (runs that had trained on the user).
 
         Raises:
             ConfigError: ``user_id`` is neither an integer nor text.
@@ -1086,10 +1090,34 @@ class Recommender:
                 self._refit(self.catalog, self.interactions.select(np.flatnonzero(~mask)))
             elif self.path is not None:
                 self.save(self.path)
+            counts["tuning_examples"], counts["tuned_runs"] = self._forget_tuning(key)
             if isinstance(self.store, SQLiteFeedbackStore):
                 _compact_sqlite(self.store.path)
         logger.info("forgot a user: %s", counts)
         return counts
+
+    def _forget_tuning(self, key: Any) -> tuple[int, int]:
+        """Remove the user's examples from every tuning run's ``examples.json``; returns
+        (examples removed, runs that had trained on them). The weights of those runs are
+        not un-trained: tune again without ``from_latest`` to drop the user's influence."""
+        removed = runs = 0
+        root = self.path / "tuned" if self.path is not None else None
+        if root is None or not root.is_dir():
+            return 0, 0
+        for file in sorted(root.glob("*/examples.json")):
+            saved = json.loads(file.read_text(encoding="utf-8"))
+            kept = [e for e in saved if e.get("user_id") != key]
+            if len(kept) != len(saved):
+                removed += len(saved) - len(kept)
+                runs += 1
+                _atomic_write(file, json.dumps(kept))
+        if runs:
+            logger.warning(
+                "%d tuned run(s) were trained on a forgotten user's data; their examples are "
+                "gone, their weights keep what was learnt: tune again without from_latest",
+                runs,
+            )
+        return removed, runs
 
     # persistence --------------------------------------------------------------------------
 

@@ -105,3 +105,13 @@ def test_recommender_tune_with_feedback_then_from_latest(store: Recommender) -> 
     second = store.tune(cfg, run_id="second", from_latest=True)
     info = json.loads((Path(second.path) / "tune.json").read_text())
     assert info["base_adapter"] == first.model_path
+
+    # forgetting the user removes their examples from both runs' examples.json
+    users = {e["user_id"] for e in saved}
+    assert 1 in users
+    counts = store.forget_user(1)
+    assert counts["tuning_examples"] >= 1
+    assert counts["tuned_runs"] >= 1
+    for name in ("first", "second"):
+        left = json.loads((store.path / "tuned" / name / "examples.json").read_text())
+        assert all(e["user_id"] != 1 for e in left)
