@@ -93,13 +93,20 @@ class EvalConfig(_Config):
     @field_validator("ranker")
     @classmethod
     def _known_ranker(cls, value: str) -> str:
-        from ragrec.eval import RANKERS
+        return known_ranker(value)
 
-        if value not in RANKERS:
-            raise ValueError(
-                f"ranker {value!r} is not known; allowed: {', '.join(sorted(RANKERS))}"
-            )
-        return value
+
+def known_ranker(value: str) -> str:
+    """``value`` if it names a registered ranker (``ragrec.eval.RANKERS``).
+
+    Raises:
+        ValueError: Unknown name (for pydantic validators), listing the allowed ones.
+    """
+    from ragrec.eval import RANKERS
+
+    if value not in RANKERS:
+        raise ValueError(f"ranker {value!r} is not known; allowed: {', '.join(sorted(RANKERS))}")
+    return value
 
 
 class RagrecConfig(_Config):

@@ -136,6 +136,29 @@ class _BlasOneThread:
 # ------------------------------------------------------------------------------------ itemknn
 
 
+def _fit_implicit(
+    name: str, make_model: Any, catalog: Catalog, interactions: Interactions
+) -> tuple[Any, pd.Index, np.ndarray, dict[str, Any]]:
+    """Fit an implicit model (``make_model()`` builds it) on the binary training matrix,
+    BLAS held to one thread. Returns the model, the training user ids, the mask of
+    catalog items without training rows, and the fit facts for ``report()``."""
+    start = time.perf_counter()
+    matrix, users = _train_matrix(catalog, interactions)
+    with _BlasOneThread():
+        model = make_model()
+        model.fit(matrix, show_progress=False)
+    cold = np.asarray(matrix.sum(axis=0)).ravel() == 0
+    seconds = time.perf_counter() - start
+    report = {
+        "backend": "implicit.cpu",
+        "fit_seconds": round(seconds, 3),
+        "train_users": len(users),
+        "train_items": int((~cold).sum()),
+    }
+    logger.info("%s fit on %d users x %d items in %.2fs", name, len(users), len(catalog), seconds)
+    return model, users, cold, report
+
+
 class ItemKNNConfig(_Config):
     """Configuration of :class:`ItemKNNRanker`."""
 
@@ -272,29 +295,21 @@ class ALSRanker(Ranker):
         except ImportError as exc:  # pragma: no cover - implicit is a core dependency
             raise ConfigError("ranker 'als' needs implicit: pip install 'implicit>=0.7.3'") from exc
         cfg = self.config
-        start = time.perf_counter()
-        matrix, users = _train_matrix(catalog, interactions)
-        with _BlasOneThread():
-            model = AlternatingLeastSquares(
+        model, _, self._cold, self._report = _fit_implicit(
+            "als",
+            lambda: AlternatingLeastSquares(
                 factors=cfg.factors,
                 regularization=cfg.regularization,
                 alpha=cfg.alpha,
                 iterations=cfg.iterations,
                 num_threads=cfg.threads,
                 random_state=cfg.seed,
-            )
-            model.fit(matrix, show_progress=False)
-        self._cold = np.asarray(matrix.sum(axis=0)).ravel() == 0
+            ),
+            catalog,
+            interactions,
+        )
         model.item_factors[self._cold] = 0.0
         self._model = model
-        seconds = time.perf_counter() - start
-        self._report = {
-            "backend": "implicit.cpu",
-            "fit_seconds": round(seconds, 3),
-            "train_users": len(users),
-            "train_items": int((~self._cold).sum()),
-        }
-        logger.info("als fit on %d users x %d items in %.2fs", len(users), len(catalog), seconds)
         return self
 
     def score(self, batch: UserBatch) -> np.ndarray:
@@ -366,29 +381,19 @@ class BPRRanker(Ranker):
         except ImportError as exc:  # pragma: no cover - implicit is a core dependency
             raise ConfigError("ranker 'bpr' needs implicit: pip install 'implicit>=0.7.3'") from exc
         cfg = self.config
-        start = time.perf_counter()
-        matrix, users = _train_matrix(catalog, interactions)
-        with _BlasOneThread():
-            model = BayesianPersonalizedRanking(
+        self._model, self._users, self._cold, self._report = _fit_implicit(
+            "bpr",
+            lambda: BayesianPersonalizedRanking(
                 factors=cfg.factors,
                 learning_rate=cfg.learning_rate,
                 regularization=cfg.regularization,
                 iterations=cfg.iterations,
                 num_threads=cfg.threads,
                 random_state=cfg.seed,
-            )
-            model.fit(matrix, show_progress=False)
-        self._cold = np.asarray(matrix.sum(axis=0)).ravel() == 0
-        self._model = model
-        self._users = users
-        seconds = time.perf_counter() - start
-        self._report = {
-            "backend": "implicit.cpu",
-            "fit_seconds": round(seconds, 3),
-            "train_users": len(users),
-            "train_items": int((~self._cold).sum()),
-        }
-        logger.info("bpr fit on %d users x %d items in %.2fs", len(users), len(catalog), seconds)
+            ),
+            catalog,
+            interactions,
+        )
         return self
 
     def score(self, batch: UserBatch) -> np.ndarray:

@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ragrec.config import DataConfig, EvalConfig, read_toml
+from ragrec.config import DataConfig, EvalConfig, known_ranker, read_toml
 from ragrec.errors import ConfigError, describe_validation_error
 
 __all__ = ["GridFile", "PublishedRow", "SystemRun", "SystemSpec", "expand_systems", "load_grid"]
@@ -66,13 +66,7 @@ class SystemSpec(_Model):
     @field_validator("ranker")
     @classmethod
     def _known(cls, value: str) -> str:
-        from ragrec.eval import RANKERS
-
-        if value not in RANKERS:
-            raise ValueError(
-                f"ranker {value!r} is not known; allowed: {', '.join(sorted(RANKERS))}"
-            )
-        return value
+        return known_ranker(value)
 
     @field_validator("grid")
     @classmethod
