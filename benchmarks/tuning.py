@@ -3,7 +3,9 @@ protocol before and after.
 
     python benchmarks/tuning.py train --method lora --out /tmp/tune-lora [--max-minutes 20]
         [--max-examples 2000] [--random-negatives 6] [--threads 2] [--resume]
+        [--train-layers 8] [--order shuffled|retrieval] [--holdout-last 4]
     python benchmarks/tuning.py eval [--run /tmp/tune-lora ...] [--users 200] [--threads 2]
+        [--order shuffled|retrieval]
 
 ``train`` builds examples from the llamarec protocol's training rows of ml-latest-small
 (sliding targets, the retriever's hard negatives, optionally random ones mixed in; a
@@ -13,7 +15,10 @@ retriever fit on the training rows) and tunes the bundled SmolLM2-135M-Instruct.
 test target and 19 random items the user never saw, shuffled under labels A..T; the
 prompt shows the user's history (train + validation items) within the tuning prompt's
 budgets. It prints NDCG@1/5/10/20 of the base model and of each --run, the distribution
-of the top label, popularity's NDCG as a reference, and seconds per prompt.
+of the top label against that of the targets (and their total-variation distance),
+popularity's NDCG as a reference, and seconds per prompt. ``--order retrieval`` lists
+the candidates in the order of a retriever fit on the test split's fit rows (and prints
+that retriever's NDCG on the same cases); ``shuffled`` keeps the random order.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,11 +37,11 @@ import numpy as np
 from ragrec.data import load_movielens
 from ragrec.eval import llamarec_protocol
 from ragrec.eval._protocol import ProtocolData
-from ragrec.generation import GeneratorConfig
+from ragrec.generation import GeneratorConfig, content_free_prior
 from ragrec.generation._transformers import TransformersGenerator
 from ragrec.prompting import LABELS, PromptBuilder
 from ragrec.retrieval import RetrievalQuery, Retriever, RetrieverConfig
-from ragrec.tuning import TUNE_PROMPT, TuneConfig, Tuner, build_examples
+from ragrec.tuning import TUNE_PROMPT, TuneConfig, Tuner, build_examples, holdout_rows
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
 
@@ -54,6 +58,9 @@ def train(args: argparse.Namespace) -> None:
         max_minutes=args.max_minutes,
         max_examples=args.max_examples,
         random_negatives=args.random_negatives,
+        candidate_order=args.order,
+        holdout_last=args.holdout_last,
+        train_layers=args.train_layers,
         examples_per_user=args.examples_per_user,
         learning_rate=args.lr,
         grad_accum=args.grad_accum,
@@ -66,9 +73,9 @@ def train(args: argparse.Namespace) -> None:
     examples: list[Any] = []
     t0 = time.perf_counter()
     if not args.resume:
-        retriever = Retriever(RetrieverConfig(cache_dir=args.cache_dir)).fit(
-            data.catalog, data.train
-        )
+        # with --holdout-last, a retriever that never saw the targets ranks them
+        rows = holdout_rows(data.catalog, data.train, args.holdout_last)
+        retriever = Retriever(RetrieverConfig(cache_dir=args.cache_dir)).fit(data.catalog, rows)
 
         def candidates(user: Any, history: np.ndarray, k: int) -> list[int]:
             res = retriever.retrieve(RetrievalQuery(user, history), k=k)
@@ -129,8 +136,44 @@ def c20_cases(
     return out
 
 
+def retrieval_order(
+    data: ProtocolData, cases: list[Any], cache_dir: str
+) -> tuple[list[Any], np.ndarray]:
+    """``cases`` with each candidate list in the order of a retriever fit on the test
+    split's fit rows (label A: its best guess), and the retriever's ranks of the targets."""
+    retriever = Retriever(RetrieverConfig(cache_dir=cache_dir)).fit(
+        data.catalog, data.fit_rows("test")
+    )
+    n_items = len(data.catalog)
+    out, ranks = [], []
+    for user, hist, cands, t in cases:
+        ranking = retriever.retrieve(RetrievalQuery(user, hist), k=n_items).positions
+        rank = {int(p): i for i, p in enumerate(ranking)}
+        order = np.argsort([rank.get(int(p), n_items) for p in cands], kind="stable")
+        new_t = int(np.flatnonzero(order == t)[0])
+        out.append((user, hist, cands[order], new_t))
+        ranks.append(new_t + 1)
+    return out, np.asarray(ranks)
+
+
 def ndcg(ranks: np.ndarray, k: int) -> float:
     return float(np.mean(np.where(ranks <= k, 1.0 / np.log2(ranks + 1), 0.0)))
+
+
+def _rank_stats(logprobs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    ranks = 1 + (logprobs > logprobs[np.arange(len(targets)), targets][:, None]).sum(axis=1)
+    top = Counter(LABELS[int(i)] for i in logprobs.argmax(axis=1))
+    where = Counter(LABELS[int(t)] for t in targets)
+    return {
+        **{f"ndcg@{k}": round(ndcg(ranks, k), 4) for k in (1, 5, 10, 20)},
+        "top_label": dict(sorted(top.items())),
+        "target_label": dict(sorted(where.items())),
+        "top_label_max_share": round(max(top.values()) / len(targets), 3),
+        "top_label_tv_distance": round(
+            0.5 * sum(abs(top[x] - where[x]) for x in LABELS[:20]) / len(targets), 3
+        ),
+        "distinct_top_labels": len(top),
+    }
 
 
 def evaluate(name: str, gen_cfg: GeneratorConfig, data: ProtocolData, cases: list[Any]) -> dict:
@@ -149,17 +192,12 @@ def evaluate(name: str, gen_cfg: GeneratorConfig, data: ProtocolData, cases: lis
     logprobs = gen.label_logprobs(prompts)
     seconds = (time.perf_counter() - t0) / len(prompts)
     targets = np.asarray([t for *_, t in cases])
-    ranks = 1 + (logprobs > logprobs[np.arange(len(targets)), targets][:, None]).sum(axis=1)
-    top = Counter(LABELS[int(i)] for i in logprobs.argmax(axis=1))
-    out = {
-        "name": name,
-        **{f"ndcg@{k}": round(ndcg(ranks, k), 4) for k in (1, 5, 10, 20)},
-        "top_label": dict(sorted(top.items())),
-        "top_label_max_share": round(max(top.values()) / len(cases), 3),
-        "distinct_top_labels": len(top),
-        "seconds_per_prompt": round(seconds, 3),
-        "prompt_tokens_mean": round(float(np.mean([p.token_count for p in prompts])), 1),
-    }
+    out = {"name": name, **_rank_stats(logprobs, targets)}
+    # contextual calibration: the same scores less the content-free label prior
+    prior = content_free_prior(gen, builder, 20)
+    out["calibrated"] = _rank_stats(logprobs - prior, targets)
+    out["seconds_per_prompt"] = round(seconds, 3)
+    out["prompt_tokens_mean"] = round(float(np.mean([p.token_count for p in prompts])), 1)
     print(json.dumps(out), flush=True)
     return out
 
@@ -177,6 +215,12 @@ def evaluate_all(args: argparse.Namespace) -> None:
     data = protocol(args.data)
     cases = c20_cases(data, args.users)
     print(f"c20: {len(cases)} test users; popularity ndcg@10 {popularity(data, cases):.4f}")
+    if args.order == "retrieval":
+        cases, ranks = retrieval_order(data, cases, args.cache_dir)
+        print(
+            f"candidates in retrieval order; retrieval alone ndcg@10 {ndcg(ranks, 10):.4f}",
+            flush=True,
+        )
     rows = []
     base = GeneratorConfig(device="cpu", threads=args.threads)
     if not args.skip_base:
@@ -206,6 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--grad-accum", type=int, default=8)
     t.add_argument("--lora-r", type=int, default=8)
     t.add_argument("--checkpoint-every", type=int, default=25)
+    t.add_argument("--train-layers", type=int, default=None)
+    t.add_argument("--holdout-last", type=int, default=0)
     t.add_argument("--resume", action="store_true")
     e = sub.add_parser("eval")
     e.add_argument("--run", action="append", default=[])
@@ -215,6 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     for p in (t, e):
         p.add_argument("--data", default=str(DEFAULT_DATA))
         p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--order", default="shuffled", choices=["shuffled", "retrieval"])
         p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "ragrec"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -227,4 +274,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

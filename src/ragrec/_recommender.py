@@ -990,7 +990,7 @@ class Recommender:
             ConfigError: The recommender has no store folder, bad config, no training
                 users, ``resume`` without ``run_id``, or ``from_latest`` without a run.
         """
-        from ragrec.tuning import FeedbackSignal, Tuner, build_examples, latest_run
+        from ragrec.tuning import FeedbackSignal, Tuner, build_examples, holdout_rows, latest_run
         from ragrec.tuning import parse_tune_config as parse
 
         cfg = parse(config)
@@ -1042,6 +1042,15 @@ class Recommender:
             if e.is_positive(min_rating=self.config.learning.rating_positive)
             or str(e.kind) in NEGATIVE
         ]
+
+        if cfg.holdout_last and not resume:
+            # a ranking that has not seen the held-out targets
+            semantic = any(c.kind == "semantic" for c in retriever.channels)
+            weights = retriever.weights
+            retriever = Retriever(
+                retriever.config, embedder=retriever.embedder if semantic else None
+            ).fit(catalog, holdout_rows(catalog, interactions, cfg.holdout_last))
+            retriever.weights = weights
 
         def candidates(user: Any, history: np.ndarray, k: int) -> list[int]:
             result = retriever.retrieve(RetrievalQuery(user, history), k=k)

@@ -16,6 +16,7 @@ from ragrec.generation._rerank import (
     RerankConfig,
     VerbalizerRanker,
     blend_scores,
+    content_free_prior,
     fit_blend_weight,
 )
 from ragrec.generation._transformers import HFTokenizer, TransformersGenerator
@@ -115,6 +116,25 @@ class TestVerbalizerRanker:
             assert len(result.prompts) == 2  # rendered before the backend failed
             order = np.argsort(-blend_scores(np.linspace(1, 0, n), result.logprobs, 1.0))
             np.testing.assert_array_equal(order, np.arange(n))
+
+    def test_calibration_subtracts_the_content_free_prior(
+        self, generator: TransformersGenerator, tokenizer: HFTokenizer
+    ) -> None:
+        builder = PromptBuilder(tokenizer, PromptConfig(seed=3))
+        plain = VerbalizerRanker(generator, builder, RerankConfig(permutations=1))
+        calibrated = VerbalizerRanker(
+            generator, builder, RerankConfig(permutations=1, calibrate=True)
+        )
+        prior = content_free_prior(generator, builder, 6)
+        assert prior.shape == (6,)
+        np.testing.assert_allclose(np.exp(prior).sum(), 1.0, atol=1e-4)
+        assert prior.max() - prior.min() > 0.1  # the bias being cancelled is real
+        before, after = plain.score_batch(REQUESTS[:1])[0], calibrated.score_batch(REQUESTS[:1])[0]
+        order = builder.order(7, 6, 0)
+        expected = before.logprobs.copy()
+        expected[order] -= prior
+        np.testing.assert_allclose(after.logprobs, expected, atol=1e-4)
+        assert calibrated.prior(6) is calibrated.prior(6)  # one forward pass, cached
 
     def test_no_requests(self, tokenizer: HFTokenizer) -> None:
         assert _ranker(FailingGenerator(tokenizer), tokenizer).score_batch([]) == []

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -47,8 +48,23 @@ def test_not_a_store(tmp_path: Path) -> None:
 def test_help_lists_options() -> None:
     result = CliRunner().invoke(_app(), ["tune", "--help"])
     text = _ANSI.sub("", result.output)
-    for option in ("--max-minutes", "--max-examples", "--resume", "--from-latest", "--lora-r"):
+    for option in (
+        "--max-minutes",
+        "--max-examples",
+        "--resume",
+        "--from-latest",
+        "--lora-r",
+        "--candidate-order",
+        "--train-layers",
+        "--holdout-last",
+    ):
         assert option in text
+
+
+def test_unknown_candidate_order(tmp_path: Path) -> None:
+    code, output = _run(str(tmp_path), "--candidate-order", "popular")
+    assert code == 2
+    assert "candidate_order='popular'" in output
 
 
 @pytest.fixture
@@ -115,3 +131,36 @@ def test_recommender_tune_with_feedback_then_from_latest(store: Recommender) -> 
     for name in ("first", "second"):
         left = json.loads((store.path / "tuned" / name / "examples.json").read_text())
         assert all(e["user_id"] != 1 for e in left)
+
+
+def test_recommender_tune_holds_out_the_targets_from_its_ranking(
+    store: Recommender, logs: Interactions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """holdout_last: targets are each user's last items, and the retriever that orders
+    the candidates is refit without them (the store's own retriever saw them)."""
+    from ragrec import tuning
+
+    built: dict[str, object] = {}
+
+    def capture(self: object, examples: list, *args: object, **kwargs: object) -> None:  # type: ignore[type-arg]
+        built["examples"] = examples
+
+    monkeypatch.setattr(tuning.Tuner, "fit", capture)
+    cfg = {
+        "holdout_last": 1,
+        "candidate_order": "retrieval",
+        "random_negatives": 7,
+        "n_candidates": 8,
+        "max_examples": None,
+        "feedback": False,
+    }
+    store.tune(cfg, run_id="held")
+    examples = built["examples"]
+    assert isinstance(examples, list)
+    assert len(examples) == 6  # one per user: the last item
+    catalog = store.catalog
+    for ex in examples:
+        rows = np.flatnonzero(logs.user_ids == ex.user_id)
+        last = logs.item_ids[rows[np.argmax(logs.timestamps[rows])]]
+        assert catalog.item_ids[ex.candidates[ex.target]] == last
+        assert len(ex.history) == 7

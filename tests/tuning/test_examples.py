@@ -10,7 +10,14 @@ from tests.tuning.conftest import popular_first
 
 from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
-from ragrec.tuning import FeedbackSignal, TuneConfig, TuneExample, build_examples, parse_tune_config
+from ragrec.tuning import (
+    FeedbackSignal,
+    TuneConfig,
+    TuneExample,
+    build_examples,
+    holdout_rows,
+    parse_tune_config,
+)
 
 
 def _sequence(logs: Interactions, catalog: Catalog, user: int) -> list[int]:
@@ -142,3 +149,86 @@ def test_learning_rate_default_per_method() -> None:
     assert TuneConfig().lr == 3e-4
     assert TuneConfig(method="full").lr == 2e-5
     assert TuneConfig(learning_rate=1e-3).lr == 1e-3
+
+
+def _reversed_retriever(catalog: Catalog) -> tuple[object, list[int]]:
+    """A stand-in retriever ranking positions last-first, and a log of the k it was asked."""
+    asked: list[int] = []
+
+    def candidates(user: object, history: np.ndarray, k: int) -> list[int]:
+        asked.append(k)
+        return list(range(len(catalog) - 1, -1, -1))[:k]
+
+    return candidates, asked
+
+
+def test_retrieval_order_lists_candidates_as_ranked(catalog: Catalog, logs: Interactions) -> None:
+    ranked, _ = _reversed_retriever(catalog)
+    cfg = TuneConfig(
+        max_examples=None, n_candidates=6, random_negatives=5, candidate_order="retrieval"
+    )
+    examples = build_examples(catalog, logs, candidates=ranked, config=cfg)  # type: ignore[arg-type]
+    assert examples
+    for ex in examples:
+        # the retriever ranks high positions first: label order is descending position
+        assert list(ex.candidates) == sorted(ex.candidates, reverse=True)
+        assert not set(ex.candidates) & set(ex.history)
+    # the answer sits where the retriever ranked it, not always under one label
+    assert len({ex.target for ex in examples}) >= 3
+
+
+def test_retrieval_order_skips_targets_the_retriever_missed(
+    catalog: Catalog, logs: Interactions
+) -> None:
+    ranked, _ = _reversed_retriever(catalog)
+    cfg = TuneConfig(max_examples=None, n_candidates=5, candidate_order="retrieval")
+    examples = build_examples(catalog, logs, candidates=ranked, config=cfg)  # type: ignore[arg-type]
+    shuffled = build_examples(
+        catalog,
+        logs,
+        candidates=ranked,  # type: ignore[arg-type]
+        config=cfg.model_copy(update={"candidate_order": "shuffled"}),
+    )
+    assert 0 < len(examples) < len(shuffled)
+    for ex in examples:
+        top = [p for p in range(len(catalog) - 1, -1, -1) if p not in ex.history][:5]
+        # exactly the retriever's top 5 in its order, the target among them
+        assert list(ex.candidates) == top
+
+
+def test_retrieval_order_with_no_hit_is_a_clear_error(catalog: Catalog, logs: Interactions) -> None:
+    def nothing_useful(user: object, history: np.ndarray, k: int) -> list[int]:
+        seq = set(_sequence(logs, catalog, int(user)))  # type: ignore[call-overload]
+        return [p for p in range(len(catalog)) if p not in seq][:k]
+
+    cfg = TuneConfig(max_examples=None, n_candidates=4, candidate_order="retrieval")
+    with pytest.raises(ConfigError, match="random_negatives"):
+        build_examples(catalog, logs, candidates=nothing_useful, config=cfg)
+
+
+def test_max_examples_cut_before_retrieval(catalog: Catalog, logs: Interactions) -> None:
+    ranked, asked = _reversed_retriever(catalog)
+    cfg = TuneConfig(max_examples=3, n_candidates=5, random_negatives=4)
+    examples = build_examples(catalog, logs, candidates=ranked, config=cfg)  # type: ignore[arg-type]
+    assert len(examples) == 3
+    assert len(asked) == 0  # random negatives only, shuffled: no ranking needed
+    retr = cfg.model_copy(update={"candidate_order": "retrieval"})
+    assert len(build_examples(catalog, logs, candidates=ranked, config=retr)) == 3  # type: ignore[arg-type]
+    assert len(asked) == 3  # one ranking per kept example, not one per sampled step
+
+
+def test_holdout_targets_are_the_last_items_the_retriever_never_saw(
+    catalog: Catalog, logs: Interactions
+) -> None:
+    rows = holdout_rows(catalog, logs, 2)
+    assert len(rows) == len(logs) - 6 * 2
+    for user in range(1, 7):
+        seq = _sequence(logs, catalog, user)
+        assert _sequence(rows, catalog, user) == seq[:-2]
+    cfg = TuneConfig(max_examples=None, examples_per_user=5, holdout_last=2, n_candidates=5)
+    examples = build_examples(catalog, logs, candidates=popular_first(catalog), config=cfg)
+    assert len(examples) == 6 * 2
+    for ex in examples:
+        seq = _sequence(logs, catalog, ex.user_id)
+        assert seq.index(ex.candidates[ex.target]) >= len(seq) - 2
+    assert holdout_rows(catalog, logs, 0) is logs

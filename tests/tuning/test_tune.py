@@ -171,3 +171,25 @@ def test_merged_export_scores_like_the_adapter(
     np.testing.assert_allclose(
         plain.label_logprobs(prompts), with_adapter.label_logprobs(prompts), atol=1e-3
     )
+
+
+def _layer_of(name: str) -> int:
+    return int(name.split(".layers.")[1].split(".")[0])
+
+
+def test_train_layers_limits_what_trains() -> None:
+    lora, _ = Tuner(TuneConfig(train_layers=2))._load("cpu", None)
+    trained = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert trained
+    assert all("lora_" in n for n in trained)
+    assert {_layer_of(n) for n in trained} == {28, 29}  # SmolLM2-135M has 30 layers
+    full, _ = Tuner(TuneConfig(method="full", train_layers=1))._load("cpu", None)
+    trained = [n for n, p in full.named_parameters() if p.requires_grad]
+    assert trained
+    assert {_layer_of(n) for n in trained} == {29}
+    assert not any("embed" in n or "lm_head" in n for n in trained)
+
+
+def test_train_layers_beyond_the_model() -> None:
+    with pytest.raises(ConfigError, match="train_layers=31 but the model has 30"):
+        Tuner(TuneConfig(train_layers=31))._load("cpu", None)

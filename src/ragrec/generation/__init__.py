@@ -22,6 +22,7 @@ from ragrec.generation._rerank import (
     RerankConfig,
     VerbalizerRanker,
     blend_scores,
+    content_free_prior,
     fit_blend_weight,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "RerankConfig",
     "VerbalizerRanker",
     "blend_scores",
+    "content_free_prior",
     "default_export_dir",
     "export_model",
     "fit_blend_weight",

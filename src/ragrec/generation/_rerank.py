@@ -23,7 +23,14 @@ from ragrec.prompting import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LLMScores", "RerankConfig", "VerbalizerRanker", "blend_scores", "fit_blend_weight"]
+__all__ = [
+    "LLMScores",
+    "RerankConfig",
+    "VerbalizerRanker",
+    "blend_scores",
+    "content_free_prior",
+    "fit_blend_weight",
+]
 
 
 class RerankConfig(BaseModel):
@@ -37,6 +44,12 @@ class RerankConfig(BaseModel):
         le=8,
         description="Candidate orders scored and averaged (cancels position bias; costs "
         "one forward pass each).",
+    )
+    calibrate: bool = Field(
+        default=False,
+        description="Subtract each label's content-free prior (its log-probability when "
+        "history and candidates all read N/A) from the label scores: cancels a fixed "
+        "position bias without a fit; one extra forward pass per candidate count.",
     )
     blend_weight: float = Field(
         default=0.0,
@@ -69,6 +82,20 @@ class LLMScores:
     reason: str | None = None
 
 
+def content_free_prior(generator: Generator, builder: PromptBuilder, n: int) -> np.ndarray:
+    """The label log-probabilities (renormalised over ``n`` labels) of a prompt whose
+    history and ``n`` candidates all read ``N/A``: the model's preference for each label
+    when there is nothing to choose between (contextual calibration).
+
+    Raises:
+        RagrecError: The backend failed.
+    """
+    prompt = builder.render(
+        history=[("n/a", "N/A")], candidates=[(f"n/a-{i}", "N/A") for i in range(n)]
+    )
+    return np.asarray(generator.label_logprobs([prompt])[0, :n], dtype=np.float64)
+
+
 class VerbalizerRanker:
     """Scores candidates by the next-token log-probability of their label (one forward
     pass per permutation, every candidate scored, no invalid output possible).
@@ -94,6 +121,15 @@ class VerbalizerRanker:
         self.builder = builder
         self.config = config or RerankConfig()
         self.exemplars = exemplars
+        self._priors: dict[int, np.ndarray] = {}
+
+    def prior(self, n: int) -> np.ndarray:
+        """The content-free prior of ``n`` labels (zeros unless ``calibrate``), cached."""
+        if not self.config.calibrate:
+            return np.zeros(n)
+        if n not in self._priors:
+            self._priors[n] = content_free_prior(self.generator, self.builder, n)
+        return self._priors[n]
 
     def shots(
         self, *, user_key: Any, history: Sequence[tuple[Any, str]]
@@ -155,9 +191,11 @@ class VerbalizerRanker:
         flat = [p for item in rendered if not isinstance(item, str) for p in item[0]]
         failure: str | None = None
         logprobs = np.zeros((0, 0))
+        priors: dict[int, np.ndarray] = {}
         if flat:
             try:
                 logprobs = self.generator.label_logprobs(flat)
+                priors = {len(r["candidates"]): self.prior(len(r["candidates"])) for r in requests}
             except (RagrecError, RuntimeError, OSError, TimeoutError) as exc:
                 logger.warning("LLM ranking degraded to retrieval order: %s", exc)
                 failure = f"{type(exc).__name__}: {exc}"
@@ -176,7 +214,7 @@ class VerbalizerRanker:
             total = np.zeros(n)
             for order in orders:
                 # the candidate shown under label j is candidates[order[j]]
-                total[order] += logprobs[row, :n]
+                total[order] += logprobs[row, :n] - priors[n]
                 row += 1
             out.append(LLMScores(ids, total / len(orders), tuple(prompts_list), seconds))
         return out

@@ -8,6 +8,7 @@ from ragrec.tuning._examples import (
     TuneExample,
     build_examples,
     feedback_examples,
+    holdout_rows,
 )
 from ragrec.tuning._trainer import TuneProgress, Tuner, TuneResult, latest_run
 
@@ -22,6 +23,7 @@ __all__ = [
     "Tuner",
     "build_examples",
     "feedback_examples",
+    "holdout_rows",
     "latest_run",
     "parse_tune_config",
 ]

@@ -38,6 +38,13 @@ class TuneConfig(BaseModel):
         default=("q_proj", "k_proj", "v_proj", "o_proj"),
         description="lora: module names the adapter wraps.",
     )
+    train_layers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Train only the top N decoder layers (lora: adapters there only; full: "
+        "every other weight frozen). Backward then stops at the lowest trained layer, "
+        "which cuts a CPU step's cost by about (1 - N/layers) * 2/3. None: all layers.",
+    )
     learning_rate: float | None = Field(
         default=None, gt=0, description="AdamW step size (None: 3e-4 for lora, 2e-5 for full)."
     )
@@ -55,6 +62,15 @@ class TuneConfig(BaseModel):
     examples_per_user: int = Field(
         default=4, ge=1, description="Sliding targets sampled per training user."
     )
+    holdout_last: int = Field(
+        default=0,
+        ge=0,
+        description="Sample targets only from each user's last N items, ranked by a "
+        "retriever refit without them (holdout_rows), so the ranking the model learns to "
+        "trust is as good as at serving time, not inflated by having seen the answers. "
+        "0: targets anywhere in the sequence, ranked by the retriever as fit. Use it "
+        "with candidate_order='retrieval'.",
+    )
     min_history: int = Field(default=3, ge=1, description="History items a target needs before it.")
     n_candidates: int = Field(default=20, ge=2, le=26, description="Candidates per example.")
     random_negatives: int = Field(
@@ -62,6 +78,16 @@ class TuneConfig(BaseModel):
         ge=0,
         description="Of the n_candidates - 1 wrong candidates, how many are random unseen "
         "items instead of the retriever's hard negatives.",
+    )
+    candidate_order: Literal["shuffled", "retrieval"] = Field(
+        default="shuffled",
+        description="Label order of an example's candidates. shuffled: a seeded random "
+        "order, so the model can only learn from titles (rank with prompt.shuffle on). "
+        "retrieval: the retriever's order, so label A is its best guess and the model can "
+        "learn how far to trust it (rank with prompt.shuffle off, as the pipeline "
+        "presents retrieval candidates). With only hard negatives, examples whose target "
+        "the retriever left out of its top n_candidates are skipped (the pipeline never "
+        "shows such a target).",
     )
     feedback: bool = Field(
         default=True,

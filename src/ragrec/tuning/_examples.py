@@ -15,7 +15,14 @@ from ragrec.tuning._config import TuneConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CandidatesFn", "FeedbackSignal", "TuneExample", "build_examples", "feedback_examples"]
+__all__ = [
+    "CandidatesFn",
+    "FeedbackSignal",
+    "TuneExample",
+    "build_examples",
+    "feedback_examples",
+    "holdout_rows",
+]
 
 CandidatesFn = Callable[[Any, np.ndarray, int], Sequence[int]]
 """``(user id, history positions, k) -> catalog positions``, best first (a retriever)."""
@@ -107,6 +114,30 @@ def _sequences(interactions: Interactions, catalog: Catalog) -> dict[Any, np.nda
     return {u: np.asarray(v, dtype=np.int64) for u, v in out.items()}
 
 
+def holdout_rows(catalog: Catalog, interactions: Interactions, last: int) -> Interactions:
+    """``interactions`` without each user's last ``last`` catalog items (in the order
+    :func:`build_examples` reads sequences): the rows to fit the retriever that ranks the
+    candidates of ``holdout_last`` examples, so it has never seen their targets."""
+    if last <= 0:
+        return interactions
+    pos = catalog.positions(interactions.item_ids)
+    rows = np.flatnonzero(pos >= 0)
+    order = rows[np.lexsort((rows, interactions.timestamps[rows]))]
+    users = [_plain(u) for u in interactions.user_ids[order]]
+    seen: dict[Any, int] = {}
+    totals: dict[Any, int] = {}
+    for u in users:
+        totals[u] = totals.get(u, 0) + 1
+    dropped = []
+    for row, u in zip(order.tolist(), users, strict=True):
+        seen[u] = seen.get(u, 0) + 1
+        if seen[u] > totals[u] - last:
+            dropped.append(row)
+    keep = np.ones(len(interactions), dtype=bool)
+    keep[dropped] = False
+    return interactions.select(np.flatnonzero(keep))
+
+
 def _candidates(
     user_id: Any,
     history: np.ndarray,
@@ -116,19 +147,33 @@ def _candidates(
     candidates: CandidatesFn,
     config: TuneConfig,
     rng: np.random.Generator,
-) -> tuple[tuple[int, ...], int]:
+) -> tuple[tuple[int, ...], int] | None:
     """The target plus ``n_candidates - 1`` negatives (retrieval first, random to fill),
-    shuffled; returns the candidates and the target's index."""
+    in label order (shuffled, or the retriever's order); returns the candidates and the
+    target's index, or None when retrieval order is asked for with only hard negatives
+    and the retriever missed the target."""
     n_wrong = config.n_candidates - 1
     n_random = min(config.random_negatives, n_wrong)
+    by_retrieval = config.candidate_order == "retrieval"
     excluded = set(history.tolist()) | {target}
     wrong: list[int] = []
+    ranking: list[int] = []
+    if by_retrieval and n_random:
+        # the whole ranking: every candidate's retrieval rank, random negatives included
+        ranking = [int(p) for p in candidates(user_id, history, n_items)]
+    elif n_wrong - n_random > 0:
+        ranking = [int(p) for p in candidates(user_id, history, n_wrong + len(excluded))]
     if n_wrong - n_random > 0:
-        for p in candidates(user_id, history, n_wrong + len(excluded)):
-            if int(p) not in excluded and int(p) not in wrong:
-                wrong.append(int(p))
+        for p in ranking:
+            if p not in excluded and p not in wrong:
+                wrong.append(p)
             if len(wrong) == n_wrong - n_random:
                 break
+    if by_retrieval and n_random == 0:
+        seen = set(history.tolist())
+        shown = [p for p in ranking if p not in seen][: config.n_candidates]
+        if target not in shown:
+            return None
     taken = excluded | set(wrong)
     available = n_items - len(taken)
     while len(wrong) < n_wrong and available > 0:
@@ -139,6 +184,11 @@ def _candidates(
             available -= 1
     items = np.asarray([target, *wrong], dtype=np.int64)
     order = rng.permutation(len(items))
+    if by_retrieval:
+        # unranked items (the retriever never scored them) follow, in the random order
+        rank = {p: i for i, p in enumerate(ranking)}
+        keys = np.asarray([rank.get(int(items[i]), len(ranking)) for i in order])
+        order = order[np.argsort(keys, kind="stable")]
     shuffled = items[order]
     return tuple(int(p) for p in shuffled), int(np.flatnonzero(order == 0)[0])
 
@@ -157,8 +207,9 @@ def build_examples(
     target steps ``t`` are sampled (seeded); the history is the items before ``t`` (the
     prompt shows the latest ones within its budget), the candidates are the retriever's
     top ones for that history (excluding the history and the target) plus the target,
-    shuffled. The examples are shuffled and cut to ``max_examples``, feedback examples
-    first (they are few and recent).
+    shuffled or in retrieval order (``candidate_order``). The sampled steps are shuffled
+    and built until ``max_examples`` is reached, after the feedback examples (they are
+    few and recent, and come first).
 
     Raises:
         ConfigError: No interactions, or no user has a long enough sequence.
@@ -180,29 +231,52 @@ def build_examples(
             "or add interactions"
         )
     out = feedback_examples(catalog, seqs, feedback, candidates=candidates, config=cfg, rng=rng)
-    logs: list[TuneExample] = []
+    steps: list[tuple[Any, int]] = []
     for user in users:
         seq = seqs[user]
-        steps = np.arange(cfg.min_history, len(seq))
-        chosen = np.sort(
-            rng.choice(steps, size=min(cfg.examples_per_user, len(steps)), replace=False)
+        first = cfg.min_history
+        if cfg.holdout_last:
+            first = max(first, len(seq) - cfg.holdout_last)
+        span = np.arange(first, len(seq))
+        chosen = rng.choice(span, size=min(cfg.examples_per_user, len(span)), replace=False)
+        steps.extend((user, t) for t in np.sort(chosen).tolist())
+    # shuffled before the candidates are built, so a max_examples cut costs only the
+    # retrieval calls of the examples it keeps
+    n_feedback = len(out)
+    wanted = None if cfg.max_examples is None else max(cfg.max_examples - n_feedback, 0)
+    missed = 0
+    for i in rng.permutation(len(steps)).tolist():
+        if wanted is not None and len(out) - n_feedback >= wanted:
+            break
+        user, t = steps[i]
+        history = seqs[user][:t]
+        picked = _candidates(
+            user,
+            history,
+            int(seqs[user][t]),
+            n_items=len(catalog),
+            candidates=candidates,
+            config=cfg,
+            rng=rng,
         )
-        for t in chosen.tolist():
-            history = seq[:t]
-            cands, target = _candidates(
-                user,
-                history,
-                int(seq[t]),
-                n_items=len(catalog),
-                candidates=candidates,
-                config=cfg,
-                rng=rng,
-            )
-            logs.append(TuneExample(user, tuple(history.tolist()), cands, target))
-    order = rng.permutation(len(logs))
-    out.extend(logs[i] for i in order)
+        if picked is None:
+            missed += 1
+            continue
+        out.append(TuneExample(user, tuple(history.tolist()), *picked))
     if cfg.max_examples is not None:
         out = out[: cfg.max_examples]
+    if missed:
+        logger.info(
+            "tuning examples: %d targets skipped (not in the retriever's top %d)",
+            missed,
+            cfg.n_candidates,
+        )
+    if not out:
+        raise ConfigError(
+            f"no tuning examples: the retriever ranked none of the {missed} sampled targets "
+            f"in its top n_candidates={cfg.n_candidates}; add random_negatives or use "
+            "candidate_order='shuffled'"
+        )
     logger.info("tuning examples: %d (%d users with sequences)", len(out), len(users))
     return out
 
@@ -233,7 +307,7 @@ def feedback_examples(
         history = np.asarray(
             [p for p in [*base.tolist(), *added.get(user, [])] if p != pos], dtype=np.int64
         )
-        cands, target = _candidates(
+        picked = _candidates(
             user,
             history,
             pos,
@@ -242,6 +316,9 @@ def feedback_examples(
             config=config,
             rng=rng,
         )
+        if picked is None:  # retrieval order, and the retriever does not rank the item
+            continue
+        cands, target = picked
         kind: Literal["positive", "negative"] = "positive" if signal.positive else "negative"
         out.append(TuneExample(user, tuple(history.tolist()), cands, target, kind, "feedback"))
         if signal.positive:

@@ -132,12 +132,18 @@ class Tuner:
         cfg = self.config
         folder, gguf = self._source()
         model, tokenizer = load_trainable(folder, gguf)
+        layers = self._trained_layers(model)
         if cfg.method == "full":
             if checkpoint is not None:
                 import torch
 
                 state = torch.load(checkpoint / "model.pt", map_location="cpu", weights_only=True)
                 model.load_state_dict(state)
+            if layers is not None:
+                # frozen weights below the top layers: autograd records nothing there
+                trained = {f".layers.{i}." for i in layers}
+                for name, param in model.named_parameters():
+                    param.requires_grad_(any(t in name for t in trained))
             return model.to(device), tokenizer
         from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -152,10 +158,27 @@ class Tuner:
                 lora_alpha=cfg.lora_alpha,
                 lora_dropout=cfg.lora_dropout,
                 target_modules=list(cfg.target_modules),
+                layers_to_transform=layers,
                 task_type="CAUSAL_LM",
             )
             model = get_peft_model(model, lora)
         return model.to(device), tokenizer
+
+    def _trained_layers(self, model: Any) -> list[int] | None:
+        """The decoder layers ``train_layers`` selects (the top ones), None for all."""
+        n = self.config.train_layers
+        total = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+        if n is None:
+            return None
+        if not total or n > total:
+            raise ConfigError(
+                f"train_layers={n} but the model has {total or 'no countable'} decoder "
+                f"layers; use at most {total} (or None for all)"
+                if total
+                else f"train_layers={n}: the model does not report num_hidden_layers; "
+                "leave train_layers unset"
+            )
+        return list(range(total - n, total))
 
     def fit(
         self,
