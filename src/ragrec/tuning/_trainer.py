@@ -167,16 +167,13 @@ class Tuner:
     def _trained_layers(self, model: Any) -> list[int] | None:
         """The decoder layers ``train_layers`` selects (the top ones), None for all."""
         n = self.config.train_layers
-        total = int(getattr(model.config, "num_hidden_layers", 0) or 0)
         if n is None:
             return None
-        if not total or n > total:
+        total = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+        if n > total:
             raise ConfigError(
-                f"train_layers={n} but the model has {total or 'no countable'} decoder "
-                f"layers; use at most {total} (or None for all)"
-                if total
-                else f"train_layers={n}: the model does not report num_hidden_layers; "
-                "leave train_layers unset"
+                f"train_layers={n} but the model has {total} decoder layers "
+                f"(num_hidden_layers); use at most {total}, or leave it unset to train all"
             )
         return list(range(total - n, total))
 
