@@ -188,3 +188,43 @@ def test_renormalise_is_a_log_softmax() -> None:
     np.testing.assert_allclose(np.exp(out).sum(axis=1), 1.0)
     np.testing.assert_allclose(out[1, :2], np.log(0.5))
     np.testing.assert_allclose(out[0], logits[0] - np.log(np.exp(logits[0]).sum()))
+
+
+def test_prefix_cache_with_a_sliding_window_model(
+    tmp_path: Path, tokenizer: HFTokenizer, prompts: list[RenderedPrompt]
+) -> None:
+    """Gemma 3 mixes sliding-window layers, whose cache cannot be cropped back once a
+    prompt passes the window: the cached path must still score every prompt like full
+    passes (a tiny random-weight Gemma 3 with an 8-token window; SmolLM2's tokenizer)."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer.hf),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        bos_token_id=tokenizer.hf.bos_token_id,
+        eos_token_id=tokenizer.hf.eos_token_id,
+        pad_token_id=tokenizer.hf.pad_token_id,
+    )
+    Gemma3ForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.hf.save_pretrained(tmp_path)
+    assert all(p.token_count > 8 for p in prompts)
+
+    def scores(prefix_cache: bool) -> np.ndarray:
+        gen = TransformersGenerator(
+            GeneratorConfig(model=str(tmp_path), device="cpu", prefix_cache=prefix_cache)
+        )
+        return gen.label_logprobs([*prompts, *prompts])
+
+    full, cached = scores(False), scores(True)
+    finite = np.isfinite(full)
+    np.testing.assert_array_equal(np.isfinite(cached), finite)
+    np.testing.assert_allclose(cached[finite], full[finite], atol=1e-4)

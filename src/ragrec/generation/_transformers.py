@@ -294,9 +294,15 @@ class TransformersGenerator:
                 input_ids=ids, **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1
             ).logits
         finally:
-            cache.crop(-len(suffix_ids))  # back to the prefix alone
-            if cache.get_seq_length() != length:
+            try:
+                cache.crop(-len(suffix_ids))  # back to the prefix alone
+            except RuntimeError:
+                # a sliding-window layer (Gemma 3) that went past its window cannot roll
+                # back; the logits are right, the cache is not: build it again next time
                 self._prefix_caches.pop(prefix, None)
+            else:
+                if cache.get_seq_length() != length:
+                    self._prefix_caches.pop(prefix, None)
         return logits[0, -1].float().cpu().numpy()
 
     def _last_logits_batch(self, model: Any, tok: HFTokenizer, texts: Sequence[str]) -> np.ndarray:
