@@ -937,12 +937,7 @@ class Recommender:
     def _refit(self, catalog: Catalog, interactions: Interactions) -> None:
         """Refit the channels on new data and swap it in at once (call under the lock)."""
         old = self.catalog
-        current = self.retriever
-        # the loaded embedder is reused: refitting must not load the model again
-        semantic = any(c.kind == "semantic" for c in current.channels)
-        retriever = Retriever(current.config, embedder=current.embedder if semantic else None)
-        retriever.fit(catalog, interactions)
-        retriever.weights = current.weights
+        retriever = _refit_retriever(self.retriever, catalog, interactions)
         profiles = {}
         for user, profile in self._profiles.items():
             added = catalog.positions([old.item_ids[p] for p in profile.added])
@@ -1045,12 +1040,8 @@ class Recommender:
 
         if cfg.holdout_last and not resume:
             # a ranking that has not seen the held-out targets
-            semantic = any(c.kind == "semantic" for c in retriever.channels)
-            weights = retriever.weights
-            retriever = Retriever(
-                retriever.config, embedder=retriever.embedder if semantic else None
-            ).fit(catalog, holdout_rows(catalog, interactions, cfg.holdout_last))
-            retriever.weights = weights
+            rows = holdout_rows(catalog, interactions, cfg.holdout_last)
+            retriever = _refit_retriever(retriever, catalog, rows)
 
         def candidates(user: Any, history: np.ndarray, k: int) -> list[int]:
             result = retriever.retrieve(RetrievalQuery(user, history), k=k)
@@ -1262,6 +1253,16 @@ _STORE_FILES = (
 def asdict_shallow(item: RecommendedItem) -> dict[str, Any]:
     """A dataclass's fields without deep-copying them."""
     return {f: getattr(item, f) for f in item.__dataclass_fields__}
+
+
+def _refit_retriever(current: Retriever, catalog: Catalog, interactions: Interactions) -> Retriever:
+    """A retriever like ``current`` (config, learnt channel weights) fit on new data; the
+    loaded embedder is reused, so refitting never loads the model again."""
+    semantic = any(c.kind == "semantic" for c in current.channels)
+    retriever = Retriever(current.config, embedder=current.embedder if semantic else None)
+    retriever.fit(catalog, interactions)
+    retriever.weights = current.weights
+    return retriever
 
 
 def _parse_config(config: RecommenderConfig | Mapping[str, Any] | None) -> RecommenderConfig:
