@@ -4,8 +4,10 @@ protocol before and after.
     python benchmarks/tuning.py train --method lora --out /tmp/tune-lora [--max-minutes 20]
         [--max-examples 2000] [--random-negatives 6] [--threads 2] [--resume]
         [--train-layers 8] [--order shuffled|retrieval] [--holdout-last 4]
+        [--show-rank none|inline|order] [--item-text title|id|id_title]
     python benchmarks/tuning.py eval [--run /tmp/tune-lora ...] [--users 200] [--threads 2]
-        [--order shuffled|retrieval]
+        [--order shuffled|retrieval] [--show-rank none|inline|order]
+        [--item-text title|id|id_title]
 
 ``train`` builds examples from the llamarec protocol's training rows of ml-latest-small
 (sliding targets, the retriever's hard negatives, optionally random ones mixed in; a
@@ -19,6 +21,9 @@ of the top label against that of the targets (and their total-variation distance
 popularity's NDCG as a reference, and seconds per prompt. ``--order retrieval`` lists
 the candidates in the order of a retriever fit on the test split's fit rows (and prints
 that retriever's NDCG on the same cases); ``shuffled`` keeps the random order.
+``--show-rank inline|order`` shows the candidates' ranks under that retriever in the
+prompt (train with the same ``--show-rank``), whatever the label order.
+``--item-text id`` names items by catalog id instead of title (``id_title``: both).
 """
 
 from __future__ import annotations
@@ -69,6 +74,9 @@ def train(args: argparse.Namespace) -> None:
         threads=args.threads,
         checkpoint_every=args.checkpoint_every,
         log_every=2,
+        prompt=TUNE_PROMPT.model_copy(
+            update={"show_rank": args.show_rank, "item_text": args.item_text}
+        ),
     )
     examples: list[Any] = []
     t0 = time.perf_counter()
@@ -136,24 +144,34 @@ def c20_cases(
     return out
 
 
-def retrieval_order(
-    data: ProtocolData, cases: list[Any], cache_dir: str
-) -> tuple[list[Any], np.ndarray]:
-    """``cases`` with each candidate list in the order of a retriever fit on the test
-    split's fit rows (label A: its best guess), and the retriever's ranks of the targets."""
+def retrieval_ranks(data: ProtocolData, cases: list[Any], cache_dir: str) -> list[np.ndarray]:
+    """Per case, each candidate's rank among the 20 (1: best) under a retriever fit on
+    the test split's fit rows."""
     retriever = Retriever(RetrieverConfig(cache_dir=cache_dir)).fit(
         data.catalog, data.fit_rows("test")
     )
     n_items = len(data.catalog)
-    out, ranks = [], []
-    for user, hist, cands, t in cases:
+    out = []
+    for user, hist, cands, _ in cases:
         ranking = retriever.retrieve(RetrievalQuery(user, hist), k=n_items).positions
         rank = {int(p): i for i, p in enumerate(ranking)}
         order = np.argsort([rank.get(int(p), n_items) for p in cands], kind="stable")
-        new_t = int(np.flatnonzero(order == t)[0])
-        out.append((user, hist, cands[order], new_t))
-        ranks.append(new_t + 1)
-    return out, np.asarray(ranks)
+        among = np.empty(len(cands), dtype=np.int64)
+        among[order] = np.arange(1, len(cands) + 1)
+        out.append(among)
+    return out
+
+
+def retrieval_order(
+    cases: list[Any], ranks: list[np.ndarray]
+) -> tuple[list[Any], list[np.ndarray]]:
+    """``cases`` with each candidate list in retrieval order (label A: the retriever's
+    best guess), and the ranks in that order (1..20)."""
+    out = []
+    for (user, hist, cands, t), among in zip(cases, ranks, strict=True):
+        order = np.argsort(among, kind="stable")
+        out.append((user, hist, cands[order], int(np.flatnonzero(order == t)[0])))
+    return out, [np.arange(1, len(c) + 1) for _, _, c, _ in out]
 
 
 def ndcg(ranks: np.ndarray, k: int) -> float:
@@ -176,16 +194,30 @@ def _rank_stats(logprobs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
     }
 
 
-def evaluate(name: str, gen_cfg: GeneratorConfig, data: ProtocolData, cases: list[Any]) -> dict:
+def evaluate(
+    name: str,
+    gen_cfg: GeneratorConfig,
+    data: ProtocolData,
+    cases: list[Any],
+    ranks: list[np.ndarray] | None = None,
+    item_text: str = "title",
+    show_rank: str = "inline",
+) -> dict:
+    """Scores of one model on the cases; ``ranks`` (per case, each candidate's retrieval
+    rank) are shown in the prompt when given; ``item_text`` names the items."""
     gen = TransformersGenerator(gen_cfg)
-    builder = PromptBuilder(gen.tokenizer, TUNE_PROMPT)
+    prompt_cfg = TUNE_PROMPT.model_copy(
+        update={"show_rank": show_rank if ranks is not None else "none", "item_text": item_text}
+    )
+    builder = PromptBuilder(gen.tokenizer, prompt_cfg)
     cat = data.catalog
     prompts = [
         builder.render(
             history=[(cat.item_ids[p], str(cat.titles[p])) for p in hist],
             candidates=[(cat.item_ids[p], str(cat.titles[p])) for p in cands],
+            ranks=None if ranks is None else ranks[i].tolist(),
         )
-        for _, hist, cands, _ in cases
+        for i, (_, hist, cands, _) in enumerate(cases)
     ]
     gen._load()
     t0 = time.perf_counter()
@@ -215,23 +247,29 @@ def evaluate_all(args: argparse.Namespace) -> None:
     data = protocol(args.data)
     cases = c20_cases(data, args.users)
     print(f"c20: {len(cases)} test users; popularity ndcg@10 {popularity(data, cases):.4f}")
-    if args.order == "retrieval":
-        cases, ranks = retrieval_order(data, cases, args.cache_dir)
-        print(
-            f"candidates in retrieval order; retrieval alone ndcg@10 {ndcg(ranks, 10):.4f}",
-            flush=True,
-        )
+    ranks: list[np.ndarray] | None = None
+    if args.order == "retrieval" or args.show_rank != "none":
+        ranks = retrieval_ranks(data, cases, args.cache_dir)
+        alone = np.asarray([r[t] for (*_, t), r in zip(cases, ranks, strict=True)])
+        print(f"retrieval alone ndcg@10 {ndcg(alone, 10):.4f}", flush=True)
+        if args.order == "retrieval":
+            cases, ranks = retrieval_order(cases, ranks)
+        if args.show_rank == "none":
+            ranks = None
     rows = []
     base = GeneratorConfig(device="cpu", threads=args.threads)
     if not args.skip_base:
-        rows.append(evaluate("base (zero-shot)", base, data, cases))
+        rows.append(
+            evaluate("base (zero-shot)", base, data, cases, ranks, args.item_text, args.show_rank)
+        )
     for run in args.run:
         info = json.loads((Path(run) / "tune.json").read_text())
         if info["method"] == "lora":
             cfg = base.model_copy(update={"adapter": info["model_path"]})
         else:
             cfg = base.model_copy(update={"model": info["model_path"]})
-        rows.append(evaluate(f"{info['method']} {run}", cfg, data, cases))
+        name = f"{info['method']} {run}"
+        rows.append(evaluate(name, cfg, data, cases, ranks, args.item_text, args.show_rank))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
@@ -262,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--data", default=str(DEFAULT_DATA))
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--order", default="shuffled", choices=["shuffled", "retrieval"])
+        p.add_argument("--show-rank", default="none", choices=["none", "inline", "order"])
+        p.add_argument("--item-text", default="title", choices=["title", "id", "id_title"])
         p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "ragrec"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

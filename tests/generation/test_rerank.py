@@ -136,6 +136,26 @@ class TestVerbalizerRanker:
         np.testing.assert_allclose(after.logprobs, expected, atol=1e-4)
         assert calibrated.prior(6) is calibrated.prior(6)  # one forward pass, cached
 
+    def test_shown_ranks_are_retrieval_ranks_under_shuffled_labels(
+        self, generator: TransformersGenerator, tokenizer: HFTokenizer
+    ) -> None:
+        builder = PromptBuilder(tokenizer, PromptConfig(seed=3, show_rank=True))
+        ranker = VerbalizerRanker(generator, builder, RerankConfig(permutations=2))
+        scores = ranker.score_batch(REQUESTS)
+        for request, result in zip(REQUESTS, scores, strict=True):
+            ids = [i for i, _ in request["candidates"]]
+            for prompt in result.prompts:
+                for item, (_, title) in zip(ids, request["candidates"], strict=True):
+                    # candidates arrive in retrieval order: the k-th shows rank k
+                    line = f"{prompt.label_of(item)}. {title} [rank {ids.index(item) + 1}]"
+                    assert line in prompt.text
+            assert not result.degraded
+        # the ranks change what the model reads, so its scores
+        plain = _ranker(generator, tokenizer).score_batch(REQUESTS[:1])[0]
+        assert not np.allclose(plain.logprobs, scores[0].logprobs, atol=1e-3)
+        # the content-free prior shows every N/A candidate at the same rank
+        assert content_free_prior(generator, builder, 4).shape == (4,)
+
     def test_no_requests(self, tokenizer: HFTokenizer) -> None:
         assert _ranker(FailingGenerator(tokenizer), tokenizer).score_batch([]) == []
 

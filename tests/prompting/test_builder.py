@@ -366,3 +366,72 @@ class TestOrder:
         builder = PromptBuilder(tokenizer, PromptConfig(shuffle=False))
         np.testing.assert_array_equal(builder.order(42, 6), np.arange(6))
         assert sorted(builder.order(42, 6, 1).tolist()) == list(range(6))
+
+
+class TestShowRank:
+    def test_each_candidate_shows_its_rank(self, tokenizer: HFTokenizer) -> None:
+        builder = PromptBuilder(tokenizer, PromptConfig(show_rank=True))
+        prompt = builder.render(history=HISTORY, candidates=CANDIDATES, ranks=[3, 1, 5, 2, 4])
+        lines = _block(prompt.messages[-1].content, "Candidates")
+        assert lines[0] == "A. Toy Story (1995) [rank 3]"
+        assert lines[1] == "B. Jumanji (1995) [rank 1]"
+        assert [line.rsplit(" ", 1)[-1] for line in lines] == ["3]", "1]", "5]", "2]", "4]"]
+
+    def test_ranks_are_hidden_unless_asked(self, builder: PromptBuilder) -> None:
+        prompt = builder.render(history=HISTORY, candidates=CANDIDATES, ranks=[1, 2, 3, 4, 5])
+        assert "[rank" not in prompt.text
+        assert prompt.text == builder.render(history=HISTORY, candidates=CANDIDATES).text
+
+    def test_order_lists_the_labels_best_first(self, tokenizer: HFTokenizer) -> None:
+        builder = PromptBuilder(tokenizer, PromptConfig(show_rank="order"))
+        prompt = builder.render(history=HISTORY, candidates=CANDIDATES, ranks=[3, 1, 5, 2, 4])
+        lines = _block(prompt.messages[-1].content, "Candidates")
+        assert lines[:2] == ["A. Toy Story (1995)", "B. Jumanji (1995)"]
+        assert lines[-1] == "Retrieval order, best first: B, D, A, E, C"
+
+    def test_flags_read_as_styles(self) -> None:
+        assert PromptConfig(show_rank=True).show_rank == "inline"  # type: ignore[arg-type]
+        assert PromptConfig(show_rank=False).show_rank == "none"  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="show_rank"):
+            PromptConfig(show_rank="first")  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("ranks", [None, [1, 2]], ids=["none", "too-few"])
+    def test_show_rank_without_ranks_is_a_clear_error(
+        self, tokenizer: HFTokenizer, ranks: list[int] | None
+    ) -> None:
+        builder = PromptBuilder(tokenizer, PromptConfig(show_rank=True))
+        with pytest.raises(
+            ConfigError, match=r"show_rank='inline' needs one retrieval rank .*\(5\)"
+        ):
+            builder.render(history=HISTORY, candidates=CANDIDATES, ranks=ranks)
+
+
+class TestItemText:
+    @pytest.mark.parametrize(
+        ("item_text", "first_candidate", "first_history"),
+        [
+            ("title", "A. Toy Story (1995)", "- Heat (1995)"),
+            ("id", "A. item 1", "- item 101"),
+            ("id_title", "A. item 1: Toy Story (1995)", "- item 101: Heat (1995)"),
+        ],
+    )
+    def test_items_are_named_as_configured(
+        self, tokenizer: HFTokenizer, item_text: str, first_candidate: str, first_history: str
+    ) -> None:
+        builder = PromptBuilder(tokenizer, PromptConfig(item_text=item_text))  # type: ignore[arg-type]
+        prompt = builder.render(history=HISTORY, candidates=CANDIDATES)
+        user = prompt.messages[-1].content
+        assert _block(user, "Candidates")[0] == first_candidate
+        assert _block(user, "Watch history, oldest first")[0] == first_history
+        if item_text == "id":
+            assert "Toy Story" not in prompt.text
+            assert "Heat" not in prompt.text
+
+    def test_ids_are_sanitized(self, tokenizer: HFTokenizer) -> None:
+        builder = PromptBuilder(tokenizer, PromptConfig(item_text="id"))
+        prompt = builder.render(history=[], candidates=[("x\n</data><|im_end|>", "T")])
+        assert _block(prompt.messages[-1].content, "Candidates") == ["A. item x"]
+
+    def test_unknown_item_text_is_rejected(self) -> None:
+        with pytest.raises(ValueError, match="item_text"):
+            PromptConfig(item_text="name")  # type: ignore[arg-type]

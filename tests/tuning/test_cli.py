@@ -57,6 +57,8 @@ def test_help_lists_options() -> None:
         "--candidate-order",
         "--train-layers",
         "--holdout-last",
+        "--show-rank",
+        "--item-text",
     ):
         assert option in text
 
@@ -65,6 +67,13 @@ def test_unknown_candidate_order(tmp_path: Path) -> None:
     code, output = _run(str(tmp_path), "--candidate-order", "popular")
     assert code == 2
     assert "candidate_order='popular'" in output
+
+
+def test_unknown_item_text(tmp_path: Path) -> None:
+    code, output = _run(str(tmp_path), "--item-text", "name")
+    assert code == 2
+    assert "item_text" in output
+    assert "'name'" in output
 
 
 @pytest.fixture
@@ -164,3 +173,27 @@ def test_recommender_tune_holds_out_the_targets_from_its_ranking(
         last = logs.item_ids[rows[np.argmax(logs.timestamps[rows])]]
         assert catalog.item_ids[ex.candidates[ex.target]] == last
         assert len(ex.history) == 7
+
+
+def test_recommender_tune_shows_ranks(store: Recommender) -> None:
+    """prompt.show_rank: the saved examples carry each candidate's retrieval rank, and the
+    real model trains on prompts that show them."""
+    import json
+
+    from ragrec.tuning import TUNE_PROMPT
+
+    cfg = {
+        "max_examples": 2,
+        "grad_accum": 1,
+        "n_candidates": 8,
+        "device": "cpu",
+        "threads": 1,
+        "prompt": {**TUNE_PROMPT.model_dump(), "show_rank": True},
+    }
+    result = store.tune(cfg, run_id="ranked")
+    assert result.examples == 2
+    run = Path(result.path)
+    saved = json.loads((run / "examples.json").read_text())
+    assert all(sorted(e["ranks"]) == list(range(1, 9)) for e in saved)
+    info = json.loads((run / "tune.json").read_text())
+    assert info["config"]["prompt"]["show_rank"] == "inline"

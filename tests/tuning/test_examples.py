@@ -232,3 +232,44 @@ def test_holdout_targets_are_the_last_items_the_retriever_never_saw(
         seq = _sequence(logs, catalog, ex.user_id)
         assert seq.index(ex.candidates[ex.target]) >= len(seq) - 2
     assert holdout_rows(catalog, logs, 0) is logs
+
+
+def _show_rank(**options: object) -> TuneConfig:
+    from ragrec.tuning import TUNE_PROMPT
+
+    return TuneConfig(prompt=TUNE_PROMPT.model_copy(update={"show_rank": True}), **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("random_negatives", [0, 3, 5])
+def test_show_rank_gives_each_shuffled_candidate_its_retrieval_rank(
+    catalog: Catalog, logs: Interactions, random_negatives: int
+) -> None:
+    ranked, _ = _reversed_retriever(catalog)
+    cfg = _show_rank(max_examples=None, n_candidates=6, random_negatives=random_negatives)
+    examples = build_examples(catalog, logs, candidates=ranked, config=cfg)  # type: ignore[arg-type]
+    assert examples
+    for ex in examples:
+        assert ex.ranks is not None
+        assert sorted(ex.ranks) == list(range(1, 7))
+        # the reversed retriever ranks high positions first: rank order is descending position
+        by_rank = [p for _, p in sorted(zip(ex.ranks, ex.candidates, strict=True))]
+        assert by_rank == sorted(ex.candidates, reverse=True)
+    # the labels stay shuffled: the rank-1 candidate is not always under label A
+    assert len({ex.ranks.index(1) for ex in examples if ex.ranks}) >= 3
+    assert TuneExample.from_json(examples[0].to_json(catalog), catalog) == examples[0]
+
+
+def test_show_rank_in_retrieval_order_counts_up(catalog: Catalog, logs: Interactions) -> None:
+    ranked, _ = _reversed_retriever(catalog)
+    cfg = _show_rank(n_candidates=6, random_negatives=5, candidate_order="retrieval")
+    for ex in build_examples(catalog, logs, candidates=ranked, config=cfg):  # type: ignore[arg-type]
+        assert ex.ranks == (1, 2, 3, 4, 5, 6)
+
+
+def test_no_ranks_without_show_rank(catalog: Catalog, logs: Interactions) -> None:
+    ranked, _ = _reversed_retriever(catalog)
+    plain = build_examples(catalog, logs, candidates=ranked)  # type: ignore[arg-type]
+    assert all(ex.ranks is None for ex in plain)
+    # showing ranks draws no extra randomness: the same candidates under the same labels
+    shown = build_examples(catalog, logs, candidates=ranked, config=_show_rank())  # type: ignore[arg-type]
+    assert [(e.candidates, e.target) for e in shown] == [(e.candidates, e.target) for e in plain]

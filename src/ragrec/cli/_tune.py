@@ -50,6 +50,18 @@ def tune_cmd(
             "without them (use with --candidate-order retrieval). 0: anywhere."
         ),
     ] = 0,
+    show_rank: Annotated[
+        str,
+        typer.Option(
+            help="Show the retriever's ranks in the prompt while labels stay shuffled: "
+            "none, inline (after each title) or order (a line of labels, best first). "
+            "Rank with the same [prompt] show_rank."
+        ),
+    ] = "none",
+    item_text: Annotated[
+        str,
+        typer.Option(help="Name items by title, id or id_title (rank with the same prompt)."),
+    ] = "title",
     train_layers: Annotated[
         int | None,
         typer.Option(help="Train only the top N decoder layers (about 2x faster on CPU)."),
@@ -102,7 +114,7 @@ def tune_cmd(
 
 def _tune(opts: dict[str, Any]) -> None:
     from ragrec import Recommender
-    from ragrec.tuning import TuneProgress, parse_tune_config
+    from ragrec.tuning import TUNE_PROMPT, TuneProgress, parse_tune_config
 
     cfg = parse_tune_config(
         {
@@ -129,7 +141,14 @@ def _tune(opts: dict[str, Any]) -> None:
                 "seed",
             )
         }
-        | {"learning_rate": opts["lr"]}
+        | {
+            "learning_rate": opts["lr"],
+            "prompt": {
+                **TUNE_PROMPT.model_dump(),
+                "show_rank": opts["show_rank"],
+                "item_text": opts["item_text"],
+            },
+        }
     )
     show: Literal[True, False] = not opts["as_json"]
 

@@ -84,14 +84,17 @@ class LLMScores:
 
 def content_free_prior(generator: Generator, builder: PromptBuilder, n: int) -> np.ndarray:
     """The label log-probabilities (renormalised over ``n`` labels) of a prompt whose
-    history and ``n`` candidates all read ``N/A``: the model's preference for each label
-    when there is nothing to choose between (contextual calibration).
+    history and ``n`` candidates all read ``N/A`` (all shown at rank 1 when the builder
+    shows ranks): the model's preference for each label when there is nothing to choose
+    between (contextual calibration).
 
     Raises:
         RagrecError: The backend failed.
     """
     prompt = builder.render(
-        history=[("n/a", "N/A")], candidates=[(f"n/a-{i}", "N/A") for i in range(n)]
+        history=[("n/a", "N/A")],
+        candidates=[(f"n/a-{i}", "N/A") for i in range(n)],
+        ranks=[1] * n,
     )
     return np.asarray(generator.label_logprobs([prompt])[0, :n], dtype=np.float64)
 
@@ -168,6 +171,7 @@ class VerbalizerRanker:
                 candidates=[candidates[i] for i in order],
                 query=query,
                 exemplars=shots,
+                ranks=[int(i) + 1 for i in order],
             )
             for order in orders
         ]

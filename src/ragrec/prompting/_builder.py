@@ -6,10 +6,10 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ragrec.errors import ConfigError, RagrecError
 from ragrec.prompting._templates import DEFAULT_RANK_TEMPLATE, PromptTemplate, load_template
@@ -110,11 +110,35 @@ class PromptConfig(BaseModel):
     max_prompt_tokens: int = Field(
         default=1024, ge=64, description="Budget for the whole prompt, by the model's tokenizer."
     )
+    item_text: Literal["title", "id", "id_title"] = Field(
+        default="title",
+        description="How history items and candidates are named: title; id ('item 42', "
+        "no text about the item at all); id_title ('item 42: Heat (1995)'). Few-shot "
+        "exemplars keep their titles.",
+    )
     show_genres: bool = Field(default=False, description="Show candidates' genres.")
+    show_rank: Literal["none", "inline", "order"] = Field(
+        default="none",
+        description="Show the retriever's opinion while the labels stay shuffled (no "
+        "position bias to learn): inline, each candidate's rank among the candidates after "
+        "its title ('[rank 3]'); order, one line after the candidates with their labels in "
+        "retrieval order ('Retrieval order, best first: C, A, ...'). The caller passes the "
+        "ranks; the re-ranker does (its candidates come in retrieval order). true reads as "
+        "inline, false as none. Few-shot exemplars are shown without ranks.",
+    )
     shuffle: bool = Field(
         default=True, description="Shuffle candidate order (seeded per user) against position bias."
     )
     seed: int = Field(default=0, description="Seed of the candidate shuffles.")
+
+    @field_validator("show_rank", mode="before")
+    @classmethod
+    def _rank_flag(cls, value: Any) -> Any:
+        if value is True:
+            return "inline"
+        if value is False:
+            return "none"
+        return value
 
 
 _SPACE = re.compile(r"\s+")
@@ -162,6 +186,14 @@ class PromptBuilder:
         rng = np.random.default_rng([self.config.seed, key, permutation])
         return rng.permutation(n)
 
+    def _name(self, item_id: Any, title: str) -> str:
+        """An item as the prompt names it (``item_text``), the title within its budget."""
+        kind = self.config.item_text
+        if kind == "id":
+            return f"item {sanitize(str(item_id))}"
+        text = self.tokenizer.truncate(sanitize(title), self.config.max_title_tokens)
+        return f"item {sanitize(str(item_id))}: {text}" if kind == "id_title" else text
+
     def render(
         self,
         *,
@@ -170,6 +202,7 @@ class PromptBuilder:
         query: str | None = None,
         genres: Sequence[str] | None = None,
         exemplars: Sequence[tuple[str, Sequence[Message]]] = (),
+        ranks: Sequence[int] | None = None,
     ) -> RenderedPrompt:
         """Render one ranking prompt.
 
@@ -179,9 +212,12 @@ class PromptBuilder:
             query: Optional free-text request.
             genres: Per candidate, a genre string (shown when ``show_genres``).
             exemplars: ``(id, messages)`` few-shot turns placed before the request.
+            ranks: Per candidate, its retrieval rank among the candidates (1 = best);
+                shown when ``show_rank``, which requires them.
 
         Raises:
-            ConfigError: Too many or no candidates.
+            ConfigError: Too many or no candidates; ``show_rank`` without one rank per
+                candidate.
             PromptTooLongError: The prompt exceeds the budget with no history left.
         """
         cfg = self.config
@@ -190,15 +226,26 @@ class PromptBuilder:
                 f"{len(candidates)} candidates; a prompt takes 1 to {cfg.max_candidates} "
                 "(set prompting max_candidates, at most 26)"
             )
+        if cfg.show_rank != "none" and (ranks is None or len(ranks) != len(candidates)):
+            got = "none" if ranks is None else len(ranks)
+            raise ConfigError(
+                f"prompting show_rank={cfg.show_rank!r} needs one retrieval rank per candidate "
+                f"({len(candidates)}), got {got}; pass ranks= or set show_rank='none'"
+            )
         labels = LABELS[: len(candidates)]
         tok = self.tokenizer
-        titles = [tok.truncate(sanitize(t), cfg.max_title_tokens) for _, t in candidates]
+        titles = [self._name(i, t) for i, t in candidates]
         lines = []
         for i, (label, title) in enumerate(zip(labels, titles, strict=True)):
             extra = f" ({sanitize(genres[i])})" if cfg.show_genres and genres else ""
+            if cfg.show_rank == "inline" and ranks is not None:
+                extra += f" [rank {int(ranks[i])}]"
             lines.append(f"{label}. {title}{extra}")
+        if cfg.show_rank == "order" and ranks is not None:
+            best_first = sorted(range(len(labels)), key=lambda i: (int(ranks[i]), i))
+            lines.append("Retrieval order, best first: " + ", ".join(labels[i] for i in best_first))
         shown = list(history)[-cfg.max_history :] if cfg.max_history else []
-        hist_titles = [tok.truncate(sanitize(t), cfg.max_title_tokens) for _, t in shown]
+        hist_titles = [self._name(i, t) for i, t in shown]
         query_text = f"Request: <data>{sanitize(query)}</data>\n\n" if query else ""
         system_msgs = [Message("system", self.template.system)] if self.template.system else []
         ex_msgs = [m for _, msgs in exemplars for m in msgs]

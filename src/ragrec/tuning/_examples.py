@@ -41,6 +41,9 @@ class TuneExample:
         kind: ``positive``: the item is the answer (cross-entropy); ``negative``: it is
             not (unlikelihood, ``-log(1 - p)``).
         source: ``log`` (a training sequence) or ``feedback``.
+        ranks: Per candidate (label order), its retrieval rank among the candidates
+            (1: the retriever's best guess), for prompts that show ranks; None when the
+            examples were built without ``prompt.show_rank``.
     """
 
     user_id: Any
@@ -49,6 +52,7 @@ class TuneExample:
     target: int
     kind: Literal["positive", "negative"] = "positive"
     source: Literal["log", "feedback"] = "log"
+    ranks: tuple[int, ...] | None = None
 
     def to_json(self, catalog: Catalog) -> dict[str, Any]:
         """The example with item ids (positions change when the catalog does)."""
@@ -60,6 +64,7 @@ class TuneExample:
             "target": self.target,
             "kind": self.kind,
             "source": self.source,
+            "ranks": None if self.ranks is None else list(self.ranks),
         }
 
     @classmethod
@@ -83,6 +88,7 @@ class TuneExample:
             int(data["target"]),
             data["kind"],
             data["source"],
+            None if data.get("ranks") is None else tuple(int(r) for r in data["ranks"]),
         )
 
 
@@ -147,18 +153,20 @@ def _candidates(
     candidates: CandidatesFn,
     config: TuneConfig,
     rng: np.random.Generator,
-) -> tuple[tuple[int, ...], int] | None:
+) -> tuple[tuple[int, ...], int, tuple[int, ...] | None] | None:
     """The target plus ``n_candidates - 1`` negatives (retrieval first, random to fill),
-    in label order (shuffled, or the retriever's order); returns the candidates and the
-    target's index, or None when retrieval order is asked for with only hard negatives
+    in label order (shuffled, or the retriever's order); returns the candidates, the
+    target's index and, with ``prompt.show_rank``, each candidate's retrieval rank among
+    them (else None); or None when retrieval order is asked for with only hard negatives
     and the retriever missed the target."""
     n_wrong = config.n_candidates - 1
     n_random = min(config.random_negatives, n_wrong)
     by_retrieval = config.candidate_order == "retrieval"
+    ranked = by_retrieval or config.prompt.show_rank != "none"
     excluded = set(history.tolist()) | {target}
     wrong: list[int] = []
     ranking: list[int] = []
-    if by_retrieval and n_random:
+    if ranked and n_random:
         # the whole ranking: every candidate's retrieval rank, random negatives included
         ranking = [int(p) for p in candidates(user_id, history, n_items)]
     elif n_wrong - n_random > 0:
@@ -184,13 +192,20 @@ def _candidates(
             available -= 1
     items = np.asarray([target, *wrong], dtype=np.int64)
     order = rng.permutation(len(items))
-    if by_retrieval:
+    ranks: tuple[int, ...] | None = None
+    if ranked:
         # unranked items (the retriever never scored them) follow, in the random order
         rank = {p: i for i, p in enumerate(ranking)}
         keys = np.asarray([rank.get(int(items[i]), len(ranking)) for i in order])
-        order = order[np.argsort(keys, kind="stable")]
+        by_rank = order[np.argsort(keys, kind="stable")]
+        if by_retrieval:
+            order = by_rank
+        if config.prompt.show_rank != "none":
+            among = np.empty(len(items), dtype=np.int64)
+            among[by_rank] = np.arange(1, len(items) + 1)
+            ranks = tuple(int(among[i]) for i in order)
     shuffled = items[order]
-    return tuple(int(p) for p in shuffled), int(np.flatnonzero(order == 0)[0])
+    return tuple(int(p) for p in shuffled), int(np.flatnonzero(order == 0)[0]), ranks
 
 
 def build_examples(
@@ -262,7 +277,8 @@ def build_examples(
         if picked is None:
             missed += 1
             continue
-        out.append(TuneExample(user, tuple(history.tolist()), *picked))
+        cands, target, ranks = picked
+        out.append(TuneExample(user, tuple(history.tolist()), cands, target, ranks=ranks))
     if cfg.max_examples is not None:
         out = out[: cfg.max_examples]
     if missed:
@@ -318,9 +334,11 @@ def feedback_examples(
         )
         if picked is None:  # retrieval order, and the retriever does not rank the item
             continue
-        cands, target = picked
+        cands, target, ranks = picked
         kind: Literal["positive", "negative"] = "positive" if signal.positive else "negative"
-        out.append(TuneExample(user, tuple(history.tolist()), cands, target, kind, "feedback"))
+        out.append(
+            TuneExample(user, tuple(history.tolist()), cands, target, kind, "feedback", ranks)
+        )
         if signal.positive:
             added.setdefault(user, []).append(pos)
     return out

@@ -329,6 +329,7 @@ class Tuner:
                 prompt = builder.render(
                     history=[(ids[p], str(titles[p])) for p in ex.history],
                     candidates=[(ids[p], str(titles[p])) for p in ex.candidates],
+                    ranks=ex.ranks,
                 )
             except PromptTooLongError as exc:
                 logger.warning("tuning example %d skipped: %s", cursor, exc)
