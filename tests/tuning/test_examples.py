@@ -237,7 +237,7 @@ def test_holdout_targets_are_the_last_items_the_retriever_never_saw(
 def _show_rank(**options: object) -> TuneConfig:
     from ragrec.tuning import TUNE_PROMPT
 
-    return TuneConfig(prompt=TUNE_PROMPT.model_copy(update={"show_rank": True}), **options)  # type: ignore[arg-type]
+    return TuneConfig(prompt=TUNE_PROMPT.model_copy(update={"show_rank": "inline"}), **options)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("random_negatives", [0, 3, 5])
