@@ -76,6 +76,17 @@ def test_unknown_item_text(tmp_path: Path) -> None:
     assert "'name'" in output
 
 
+# a 2-example run on the real model, on one thread
+TINY_TUNE = {
+    "max_examples": 2,
+    "grad_accum": 1,
+    "n_candidates": 8,
+    "device": "cpu",
+    "threads": 1,
+    "max_minutes": 2,
+}
+
+
 @pytest.fixture
 def store(tmp_path: Path, catalog: Catalog, logs: Interactions) -> Iterator[Recommender]:
     config = {
@@ -111,14 +122,7 @@ def test_recommender_tune_with_feedback_then_from_latest(store: Recommender) -> 
     import json
 
     store.feedback({"user_id": 1, "item_id": 103, "kind": "like"})
-    cfg = {
-        "max_examples": 2,
-        "grad_accum": 1,
-        "n_candidates": 8,
-        "device": "cpu",
-        "threads": 1,
-        "max_minutes": 2,
-    }
+    cfg = TINY_TUNE
     first = store.tune(cfg, run_id="first")
     assert store.path is not None
     run = store.path / "tuned" / "first"
@@ -182,14 +186,7 @@ def test_recommender_tune_shows_ranks(store: Recommender) -> None:
 
     from ragrec.tuning import TUNE_PROMPT
 
-    cfg = {
-        "max_examples": 2,
-        "grad_accum": 1,
-        "n_candidates": 8,
-        "device": "cpu",
-        "threads": 1,
-        "prompt": {**TUNE_PROMPT.model_dump(), "show_rank": True},
-    }
+    cfg = {**TINY_TUNE, "prompt": {**TUNE_PROMPT.model_dump(), "show_rank": True}}
     result = store.tune(cfg, run_id="ranked")
     assert result.examples == 2
     run = Path(result.path)
