@@ -61,7 +61,14 @@ from ragrec.prompting import (
     PromptTooLongError,
     RenderedPrompt,
 )
-from ragrec.retrieval import ChannelWeights, Filters, RetrievalQuery, Retriever, RetrieverConfig
+from ragrec.retrieval import (
+    ChannelWeights,
+    Filters,
+    RetrievalQuery,
+    Retriever,
+    RetrieverConfig,
+    StaleRetrieverState,
+)
 from ragrec.tuning import TuneConfig, TuneProgress, TuneResult
 
 logger = logging.getLogger(__name__)
@@ -292,15 +299,17 @@ class Recommender:
         generator: Generator | None = None,
         weights: ChannelWeights | None = None,
         pool: ExemplarPool | None = None,
+        retriever: Retriever | None = None,
     ) -> None:
         self.config = config
         self.path = path
         self.catalog = catalog
         self.interactions = interactions
-        retriever_config = config.retriever
-        if path is not None and retriever_config.cache_dir is None:
-            retriever_config = retriever_config.model_copy(update={"cache_dir": str(path)})
-        self.retriever = Retriever(retriever_config).fit(catalog, interactions)
+        self.retriever = (
+            retriever
+            if retriever is not None
+            else Retriever(_retriever_config(config, path)).fit(catalog, interactions)
+        )
         if weights is not None:
             self.retriever.weights = weights
         self._generator = generator
@@ -1148,6 +1157,7 @@ class Recommender:
             _write_frame(folder / "interactions.parquet", self.interactions.to_frame())
             _atomic_write(folder / "weights.json", self.retriever.weights.to_json())
             self.pool.save(folder / "exemplars.json")
+            self.retriever.save(folder / "retrieval")
             if self.config.feedback_url is None and not same:
                 # the database moves with the store: copy it (consistent, via SQLite's backup)
                 source = Path(self.store.location)
@@ -1216,7 +1226,9 @@ class Recommender:
                     "backup, or rebuild the store"
                 ) from exc
 
-        config = read("config.json", lambda f: _parse_config(json.loads(f.read_text())))
+        config = read(
+            "config.json", lambda f: _parse_config(_migrate_config(json.loads(f.read_text())))
+        )
         catalog = read("catalog.parquet", lambda f: _catalog_from_frame(pd.read_parquet(f)))
         interactions = read(
             "interactions.parquet", lambda f: _interactions_from_frame(pd.read_parquet(f))
@@ -1229,7 +1241,18 @@ class Recommender:
                 f"{folder} is incomplete: feedback.sqlite is missing; restore it from a "
                 "backup, or rebuild the store"
             )
-        return cls(
+        try:
+            retriever = Retriever.load(
+                folder / "retrieval",
+                _retriever_config(config, folder),
+                catalog,
+                interactions,
+            )
+        except StaleRetrieverState as exc:
+            # an older store, or one whose files changed: fit again (slow, but correct)
+            logger.info("fitting the retriever again: %s", exc)
+            retriever = None
+        rec = cls(
             config,
             catalog,
             interactions,
@@ -1237,7 +1260,14 @@ class Recommender:
             generator=generator,
             weights=weights,
             pool=pool,
+            retriever=retriever,
         )
+        if retriever is None:
+            try:  # keep the fit, so the next load is fast
+                rec.retriever.save(folder / "retrieval")
+            except OSError as exc:
+                logger.warning("retriever state not saved in %s: %s", folder, exc)
+        return rec
 
 
 _STORE_FILES = (
@@ -1253,6 +1283,14 @@ _STORE_FILES = (
 def asdict_shallow(item: RecommendedItem) -> dict[str, Any]:
     """A dataclass's fields without deep-copying them."""
     return {f: getattr(item, f) for f in item.__dataclass_fields__}
+
+
+def _retriever_config(config: RecommenderConfig, path: Path | None) -> RetrieverConfig:
+    """The retriever's config, with the store folder as its embedding cache."""
+    retriever = config.retriever
+    if path is not None and retriever.cache_dir is None:
+        retriever = retriever.model_copy(update={"cache_dir": str(path)})
+    return retriever
 
 
 def _refit_retriever(current: Retriever, catalog: Catalog, interactions: Interactions) -> Retriever:
@@ -1274,6 +1312,25 @@ def _parse_config(config: RecommenderConfig | Mapping[str, Any] | None) -> Recom
         raise ConfigError(
             f"recommender config: {describe_validation_error(exc)}; see RecommenderConfig"
         ) from exc
+
+
+_RETIRED_KEYS = {"explain": ("history_items", "constrained")}
+"""Config keys that older stores saved and this ragrec no longer has (explanations are
+built from retrieval evidence since store format 1 of this release)."""
+
+
+def _migrate_config(raw: Any) -> Any:
+    """A saved config with retired keys dropped (logged), so older stores still load."""
+    if not isinstance(raw, dict):
+        return raw
+    for section, keys in _RETIRED_KEYS.items():
+        table = raw.get(section)
+        if isinstance(table, dict):
+            for key in keys:
+                if key in table:
+                    logger.info("store config: %s.%s is no longer used; ignored", section, key)
+                    table.pop(key)
+    return raw
 
 
 def _parse_event(data: Mapping[str, Any]) -> FeedbackEvent:

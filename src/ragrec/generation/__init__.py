@@ -8,7 +8,14 @@ from ragrec.generation._base import (
     GeneratorConfig,
     renormalise,
 )
-from ragrec.generation._explain import ExplainConfig, Explainer, Explanation, ExplanationResult
+from ragrec.generation._explain import (
+    ExplainConfig,
+    Explainer,
+    ExplainItem,
+    ExplanationResult,
+    TitleIndex,
+    evidence_sentence,
+)
 from ragrec.generation._export import (
     ExportResult,
     default_export_dir,
@@ -31,10 +38,11 @@ __all__ = [
     "BackendError",
     "ExplainConfig",
     "Explainer",
-    "Explanation",
+    "ExplainItem",
     "ExplanationResult",
     "ExportResult",
     "GenerationInfo",
+    "TitleIndex",
     "Generator",
     "GeneratorConfig",
     "LLMScores",
@@ -43,6 +51,7 @@ __all__ = [
     "blend_scores",
     "content_free_prior",
     "default_export_dir",
+    "evidence_sentence",
     "export_model",
     "fit_blend_weight",
     "is_exported_folder",

@@ -1,33 +1,146 @@
-"""Grounded explanations: one short reason per recommended item, generated under a JSON
-schema and validated so that it cites only the item's label and the user's history."""
+"""Evidence-grounded explanations: every recommended item gets a sentence built from the
+evidence retrieval carried for it (always valid), which the LLM may rewrite into one
+fluent sentence; a rewrite is accepted only when every title it mentions is evidence
+and it passes the checks, otherwise the evidence sentence stands."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ragrec.errors import RagrecError
 from ragrec.generation._base import Generator
 from ragrec.prompting import DEFAULT_EXPLAIN_TEMPLATE, Message, PromptTemplate, sanitize
+from ragrec.retrieval import Evidence
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExplainConfig", "Explainer", "Explanation", "ExplanationResult"]
+__all__ = [
+    "ExplainConfig",
+    "display_title",
+    "ExplainItem",
+    "Explainer",
+    "ExplanationResult",
+    "TitleIndex",
+    "evidence_sentence",
+]
 
 _WORD = re.compile(r"[^\W\d_]{2,}")
-# The default template's example values: a reason that repeats one explains nothing.
-_PLACEHOLDERS = frozenset({"a title from the history", "..."})
+_YEAR = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
+_QUOTED = re.compile(r"[\"“]([^\"”]{2,80})[\"”]")
+# Phrases a rewrite may copy from the prompt without saying anything.
+_PLACEHOLDERS = frozenset({"a title from the history", "...", "one sentence", "facts"})
 
 
 def _norm(text: str) -> str:
     return " ".join(text.lower().strip(" .!\"'").split())
+
+
+def _title_key(title: str) -> str:
+    """A title as it is matched in free text: no year, no leading article, lower case,
+    words only ("The Matrix (1999)" -> "matrix")."""
+    bare = _YEAR.sub("", title)
+    # MovieLens writes "Matrix, The": the article after a comma
+    bare = re.sub(r",\s*(the|a|an)$", "", bare.strip(), flags=re.IGNORECASE)
+    words = [w.lower() for w in re.findall(r"[^\W_]+", bare)]
+    if words and words[0] in {"the", "a", "an"}:
+        words = words[1:]
+    return " ".join(words)
+
+
+_ARTICLE_LAST = re.compile(
+    r"^(?P<name>.+?), (?P<article>The|A|An)(?P<alt> \([^()]*\))?(?P<year> \(\d{4}(?:[-–]\d{0,4})?\))?$"
+)
+
+
+def display_title(title: str) -> str:
+    """A title as people write it: MovieLens's "Matrix, The (1999)" as "The Matrix
+    (1999)" (also with an alternative title before the year); other titles unchanged."""
+    text = sanitize(title)
+    match = _ARTICLE_LAST.match(text)
+    if match is None:
+        return text
+    return f"{match['article']} {match['name']}{match['alt'] or ''}{match['year'] or ''}"
+
+
+class TitleIndex:
+    """Finds which known titles a text mentions (for checking that an LLM's sentence
+    cites no title outside the evidence).
+
+    A title of two or more words matches as a word sequence (year and leading article
+    ignored, case ignored). A one-word title matches only as a capitalised word of four
+    or more letters that does not start a sentence (so "up" or "Heat waves" at the
+    start of a sentence are not taken for titles). Quoted text (``"..."``) that is not a
+    known title counts as an unknown title.
+
+    Args:
+        titles: Every title the text might mention (the catalog's).
+    """
+
+    def __init__(self, titles: Iterable[str]) -> None:
+        self._multi: dict[str, str] = {}
+        self._single: dict[str, str] = {}
+        longest = 1
+        for title in titles:
+            key = _title_key(str(title))
+            if not key:
+                continue
+            n = key.count(" ") + 1
+            target = self._multi if n > 1 else self._single
+            target.setdefault(key, str(title))
+            longest = max(longest, n)
+        self._longest = min(longest, 12)
+
+    def __len__(self) -> int:
+        return len(self._multi) + len(self._single)
+
+    def mentions(self, text: str, *, allowed: Iterable[str] = ()) -> set[str]:
+        """Title keys (see :func:`_title_key`) of the known titles ``text`` mentions
+        outside the ``allowed`` titles' own words, and ``"?<quoted text>"`` for quoted
+        text that is no known title.
+
+        Multi-word titles match as word sequences; a one-word title only when its year
+        follows it ("Heat (1995)") or it is quoted, since single words ("Up", "Heat",
+        "Romance") are ordinary words too.
+        """
+        found: set[str] = set()
+        words = [w.lower() for w in re.findall(r"[^\W_]+", text)]
+        # the allowed titles' words are no mention of anything else ("Back to the Future
+        # Part III" holds "Back to the Future")
+        masked = list(words)
+        for title in allowed:
+            key = _title_key(title).split()
+            n = len(key)
+            for i in range(len(masked) - n + 1):
+                if n and masked[i : i + n] == key:
+                    masked[i : i + n] = [""] * n
+        for n in range(self._longest, 1, -1):
+            for i in range(len(masked) - n + 1):
+                window = masked[i : i + n]
+                if "" in window:
+                    continue
+                key = " ".join(window)
+                if key in self._multi:
+                    found.add(key)
+        for i, word in enumerate(masked[:-1]):
+            if word and word in self._single and re.fullmatch(r"\d{4}", masked[i + 1] or ""):
+                found.add(word)
+        allowed_keys = {_title_key(t) for t in allowed}
+        for quoted in _QUOTED.findall(text):
+            key = _title_key(quoted)
+            if key in allowed_keys:
+                continue
+            if key in self._single or key in self._multi:
+                found.add(key)
+            elif key:
+                found.add(f"?{quoted.strip()}")
+        return found
 
 
 class ExplainConfig(BaseModel):
@@ -35,66 +148,138 @@ class ExplainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_tokens: int = Field(default=80, ge=8, description="Generated tokens per explanation.")
-    history_items: int = Field(default=8, ge=1, description="Recent history titles shown.")
-    max_reason_chars: int = Field(default=160, ge=10, description="Longest reason accepted.")
+    rewrite: bool = Field(
+        default=True,
+        description="Let the LLM rewrite the evidence sentence of the top items into one "
+        "fluent sentence (checked; the evidence sentence stands when a rewrite fails). "
+        "False: evidence sentences only, no LLM at all.",
+    )
+    max_tokens: int = Field(default=40, ge=8, description="Generated tokens per rewrite.")
+    max_reason_chars: int = Field(default=220, ge=10, description="Longest rewrite accepted.")
     min_reason_words: int = Field(
-        default=2,
+        default=4,
         ge=1,
-        description="Fewest words a reason may have (a bare label or title explains nothing).",
+        description="Fewest words a rewrite may have (a bare title explains nothing).",
     )
-    constrained: bool = Field(
-        default=True, description="Constrain decoding to the JSON schema (xgrammar)."
+    cite_items: int = Field(
+        default=2, ge=1, description="History titles named in an evidence sentence."
+    )
+    genres: int = Field(default=3, ge=0, description="Shared genres named in a sentence.")
+    history_verb: str = Field(
+        default="watched",
+        min_length=1,
+        description="The verb for the user's history in sentences ('Because you watched "
+        "X'); 'bought' or 'read' for other catalogs.",
     )
 
 
-class Explanation(BaseModel):
-    """The JSON an explanation must be."""
+@dataclass(frozen=True)
+class ExplainItem:
+    """What the explainer needs of one recommended item.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Attributes:
+        item_id: Catalog id.
+        title: Title.
+        evidence: Why retrieval proposed it (None: no evidence, e.g. a candidate the
+            retriever did not see).
+    """
 
-    label: str
-    reason: str = Field(min_length=1)
-    because: list[str] = Field(default_factory=list)
+    item_id: Any
+    title: str
+    evidence: Evidence | None
 
 
 @dataclass(frozen=True)
 class ExplanationResult:
-    """One item's explanation, or why there is none.
+    """One item's explanation.
 
     Attributes:
         item_id: The recommended item.
-        label: Its label in the ranking prompt.
-        reason: The reason text (``None`` when dropped).
-        because: History titles it cites (all from the prompt's history).
-        valid: False when both attempts were invalid and the explanation was dropped.
-        attempts: Generations tried (1 or 2).
-        error: Why the last attempt was rejected.
-        seconds: Wall time.
+        text: The sentence shown to the user (never empty).
+        source: ``"llm"`` when the LLM's rewrite was accepted, else ``"template"``.
+        template: The evidence sentence (always built; ``text`` when ``source`` is
+            ``"template"``).
+        cited: Ids of the history items the sentence names.
+        evidence: The evidence it was built from.
+        llm_text: The LLM's rewrite, accepted or not (None when none was asked for).
+        rejected: Why a rewrite was not used: rejected by a check, the backend failed,
+            or not asked for (beyond ``explain_top``, or rewrites off); None when
+            ``source`` is ``"llm"``.
+        tokens: Tokens the LLM generated for this item.
+        seconds: Wall time for this item (a batched rewrite's time split evenly).
     """
 
     item_id: Any
-    label: str
-    reason: str | None
-    because: tuple[str, ...]
-    valid: bool
-    attempts: int
-    error: str | None
-    seconds: float
+    text: str
+    source: Literal["template", "llm"]
+    template: str
+    cited: tuple[Any, ...]
+    evidence: Evidence | None
+    llm_text: str | None = None
+    rejected: str | None = None
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+def _join(names: Sequence[str]) -> str:
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def evidence_sentence(
+    title: str,
+    evidence: Evidence | None,
+    config: ExplainConfig | None = None,
+) -> tuple[str, tuple[Any, ...]]:
+    """The deterministic explanation of one item from its evidence, and the ids of the
+    history items it names. Always a valid sentence, whatever the evidence holds."""
+    cfg = config or ExplainConfig()
+    if evidence is None:
+        return "Recommended from what you have interacted with.", ()
+    cited = evidence.history[: cfg.cite_items]
+    facts = [g.lower() for g in evidence.genres[: cfg.genres]]
+    if evidence.decade and cited:
+        facts.append(evidence.decade)
+    parts = []
+    if evidence.query:
+        parts.append(f'Matches your request "{sanitize(evidence.query)}"')
+    if cited:
+        because = f"because you {cfg.history_verb} " + _join([display_title(h.title) for h in cited])
+        parts.append(because[0].upper() + because[1:] if not parts else because)
+    if parts:
+        sentence = "; ".join(parts)
+        if facts and cited:
+            sentence += ": " + ", ".join(facts)
+        return sentence + ".", tuple(h.item_id for h in cited)
+    if evidence.popularity_rank is not None and evidence.main_channel == "popularity":
+        return f"Popular with other users (#{evidence.popularity_rank} overall).", ()
+    if evidence.channels:
+        kind = evidence.channels[0].kind
+        what = {
+            "transition": f"what people {cfg.history_verb} after the same titles as you",
+            "ease": f"what people with a history like yours {cfg.history_verb}",
+            "semantic": "titles close to your history in content",
+            "popularity": "what is popular with other users",
+        }.get(kind, f"the {kind} channel")
+        return f"Recommended from {what}.", ()
+    return "Recommended from what you have interacted with.", ()
 
 
 class Explainer:
-    """Writes explanations with a generator, validating each against the prompt.
+    """Explains recommended items: the evidence sentence for every item, and, with a
+    generator and ``rewrite`` on, the LLM's rewrite of it for the top items (all of a
+    request's rewrites in one batched generate call), each checked before it is used.
 
     Args:
-        generator: The LLM backend.
-        config: Token budget and validation limits.
-        template: An explain template (``{history}``, ``{item}``, ``{label}``, ``{query}``).
+        generator: The LLM backend (None: evidence sentences only).
+        config: Rewrite budget and checks.
+        template: An explain template (``{item}``, ``{evidence}``, ``{query}``).
     """
 
     def __init__(
         self,
-        generator: Generator,
+        generator: Generator | None = None,
         config: ExplainConfig | None = None,
         template: PromptTemplate | None = None,
     ) -> None:
@@ -102,135 +287,110 @@ class Explainer:
         self.config = config or ExplainConfig()
         self.template = template or DEFAULT_EXPLAIN_TEMPLATE
 
-    def schema(self, label: str, history_titles: Sequence[str]) -> dict[str, Any]:
-        """The JSON schema of one explanation: the label fixed, citations from history."""
-        because: dict[str, Any] = {"type": "array", "maxItems": 2}
-        because["items"] = {"enum": list(history_titles)} if history_titles else {"enum": [""]}
-        return {
-            "type": "object",
-            "properties": {
-                "label": {"enum": [label]},
-                "reason": {
-                    "type": "string",
-                    "minLength": 4 * self.config.min_reason_words,
-                    "maxLength": self.config.max_reason_chars,
-                },
-                "because": because,
-            },
-            "required": ["label", "reason", "because"],
-            "additionalProperties": False,
-        }
-
-    def validate(
-        self,
-        text: str,
-        *,
-        label: str,
-        candidate_labels: Sequence[str],
-        history_titles: Sequence[str],
-        item_title: str | None = None,
-    ) -> Explanation:
-        """Parse and check one output (``item_title``: a reason that only restates the
-        item's label and title is rejected).
-
-        Raises:
-            ValueError: Not JSON, wrong shape, a label other than the item's (or outside
-                the candidates), a citation not in the history, or an over-long reason.
-        """
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not JSON ({exc.msg})") from exc
-        try:
-            exp = Explanation.model_validate(data)
-        except ValidationError as exc:
-            raise ValueError(f"wrong shape ({exc.error_count()} errors)") from exc
-        if exp.label not in candidate_labels:
-            raise ValueError(f"cites label {exp.label!r}, not a candidate")
-        if exp.label != label:
-            raise ValueError(f"cites label {exp.label!r} instead of {label!r}")
-        outside = [t for t in exp.because if t not in history_titles]
-        if outside:
-            raise ValueError(f"cites {outside[0]!r}, which is not in the history")
-        if len(exp.reason) > self.config.max_reason_chars:
-            raise ValueError(f"reason longer than {self.config.max_reason_chars} characters")
-        words = _WORD.findall(exp.reason)
-        if len(words) < self.config.min_reason_words:
-            raise ValueError(
-                f"reason {exp.reason!r} has {len(words)} word(s), fewer than "
-                f"{self.config.min_reason_words}"
-            )
-        if _norm(exp.reason) in _PLACEHOLDERS:
-            raise ValueError(f"reason {exp.reason!r} copies the prompt's placeholder")
-        if item_title is not None:
-            title_words = {w.lower() for w in _WORD.findall(item_title)}
-            if {w.lower() for w in words} <= title_words:
-                raise ValueError(f"reason {exp.reason!r} only restates the item's title")
-        return exp
-
     def explain(
         self,
+        items: Sequence[ExplainItem],
         *,
-        history: Sequence[str],
-        items: Sequence[tuple[Any, str, str]],
-        candidate_labels: Sequence[str],
+        rewrite: int = 0,
+        titles: TitleIndex | None = None,
         query: str | None = None,
     ) -> list[ExplanationResult]:
-        """Explain each ``(item id, label, title)``; never raises for bad model output.
+        """Explain every item; the first ``rewrite`` of them are rewritten by the LLM
+        (when a generator is set and ``config.rewrite`` is on). Never raises for bad
+        model output or a failing backend: the evidence sentence stands, and
+        ``rejected`` says why.
 
-        An invalid output is regenerated once (with twice the token budget), then dropped
-        with ``valid=False``. A backend error drops all explanations, flagged.
+        Args:
+            items: The recommended items, best first.
+            rewrite: How many of the first items the LLM rewrites.
+            titles: Every title the LLM might mention (the catalog's); without it, only
+                the evidence's own titles are known and quoted unknown text is caught.
+            query: The user's free-text request, if any.
         """
-        titles = [sanitize(t) for t in history][-self.config.history_items :]
+        start = time.perf_counter()
+        base = [evidence_sentence(it.title, it.evidence, self.config) for it in items]
+        n = min(rewrite, len(items)) if self.generator is not None and self.config.rewrite else 0
+        off = (
+            "rewrites off (explain.rewrite = false)"
+            if not self.config.rewrite
+            else "no LLM configured"
+            if self.generator is None
+            else "beyond explain_top"
+        )
+        texts: list[str | None] = [None] * len(items)
+        tokens = [0] * len(items)
+        failure: str | None = None
+        if n:
+            prompts = [self.prompt(it, base[i][0], query) for i, it in enumerate(items[:n])]
+            try:
+                assert self.generator is not None
+                outputs = self.generator.generate(prompts, max_tokens=self.config.max_tokens)
+            except (RagrecError, RuntimeError, OSError, TimeoutError) as exc:
+                logger.warning("explanation rewrites failed: %s", exc)
+                failure = f"backend error: {type(exc).__name__}: {exc}"
+            else:
+                for i, out in enumerate(outputs[:n]):
+                    texts[i] = _first_sentence(out)
+                    tokens[i] = self._count(out)
+        each = (time.perf_counter() - start) / max(1, len(items))
+        known = titles
         results = []
-        for item_id, label, title in items:
-            start = time.perf_counter()
-            prompt = self._prompt(titles, label, title, query)
-            schema = self.schema(label, titles) if self.config.constrained else None
-            error: str | None = None
-            exp: Explanation | None = None
-            attempts = 0
-            for budget in (self.config.max_tokens, 2 * self.config.max_tokens):
-                attempts += 1
+        for i, it in enumerate(items):
+            template, cited = base[i]
+            llm = texts[i]
+            reason: str | None = off if i >= n else failure
+            if llm is not None:
                 try:
-                    text = self.generator.generate([prompt], max_tokens=budget, json_schema=schema)[
-                        0
-                    ]
-                except (RagrecError, RuntimeError, OSError, TimeoutError) as exc:
-                    error = f"backend error: {exc}"
-                    break
-                try:
-                    exp = self.validate(
-                        text,
-                        label=label,
-                        candidate_labels=candidate_labels,
-                        history_titles=titles,
-                        item_title=sanitize(title),
-                    )
-                    error = None
-                    break
+                    self.validate(llm, item_title=it.title, evidence=it.evidence, titles=known)
                 except ValueError as exc:
-                    error = str(exc)
+                    reason = f"rejected: {exc}"
+                else:
+                    results.append(
+                        ExplanationResult(
+                            item_id=it.item_id,
+                            text=llm,
+                            source="llm",
+                            template=template,
+                            cited=self._cited(llm, it.evidence, known),
+                            evidence=it.evidence,
+                            llm_text=llm,
+                            tokens=tokens[i],
+                            seconds=each,
+                        )
+                    )
+                    continue
             results.append(
                 ExplanationResult(
-                    item_id=item_id,
-                    label=label,
-                    reason=exp.reason if exp else None,
-                    because=tuple(exp.because) if exp else (),
-                    valid=exp is not None,
-                    attempts=attempts,
-                    error=error,
-                    seconds=time.perf_counter() - start,
+                    item_id=it.item_id,
+                    text=template,
+                    source="template",
+                    template=template,
+                    cited=cited,
+                    evidence=it.evidence,
+                    llm_text=llm,
+                    rejected=reason,
+                    tokens=tokens[i],
+                    seconds=each,
                 )
             )
         return results
 
-    def _prompt(self, titles: Sequence[str], label: str, title: str, query: str | None) -> str:
+    def _count(self, text: str) -> int:
+        try:
+            assert self.generator is not None
+            return len(self.generator.tokenizer.encode(text))  # type: ignore[attr-defined]
+        except Exception:  # a tokenizer without encode: count words instead
+            return len(text.split())
+
+    def prompt(self, item: ExplainItem, sentence: str, query: str | None) -> str:
+        """The chat-formatted rewrite prompt of one item."""
+        assert self.generator is not None
         values = {
-            "history": "\n".join(f"- {t}" for t in titles) or "(none)",
-            "item": f"{label}. {sanitize(title)}",
-            "label": label,
-            "query": f"Request: <data>{sanitize(query)}</data>\n\n" if query else "",
+            "item": sanitize(item.title),
+            "evidence": sentence,
+            "query": f"Request: <data>{sanitize(query)}</data>\n" if query else "",
+            "history": "",
+            "label": "",
             "candidates": "",
         }
         used = {k: v for k, v in values.items() if k in self.template.variables}
@@ -238,3 +398,65 @@ class Explainer:
         if self.template.system:
             messages.insert(0, Message("system", self.template.system.format(**used)))
         return self.generator.tokenizer.chat_text(messages)
+
+    def validate(
+        self,
+        text: str,
+        *,
+        item_title: str,
+        evidence: Evidence | None,
+        titles: TitleIndex | None = None,
+    ) -> str:
+        """Check one rewrite; returns it.
+
+        Raises:
+            ValueError: Too long or too short, copies the prompt's placeholder, only
+                restates the item's title, or mentions a title that is neither the item
+                nor a cited history item.
+        """
+        text = text.strip()
+        if not text:
+            raise ValueError("empty")
+        if len(text) > self.config.max_reason_chars:
+            raise ValueError(f"longer than {self.config.max_reason_chars} characters")
+        words = _WORD.findall(text)
+        if len(words) < self.config.min_reason_words:
+            raise ValueError(
+                f"{len(words)} word(s), fewer than {self.config.min_reason_words}"
+            )
+        if _norm(text) in _PLACEHOLDERS:
+            raise ValueError(f"{text!r} copies the prompt's placeholder")
+        title_words = {w.lower() for w in _WORD.findall(item_title)}
+        filler = {"you", "may", "might", "like", "enjoy", "recommended", "recommend", "the"}
+        if {w.lower() for w in words} <= title_words | filler:
+            raise ValueError("only restates the item's title")
+        allowed = [item_title, *(h.title for h in evidence.history)] if evidence else [item_title]
+        allowed_keys = {_title_key(t) for t in allowed}
+        index = titles or TitleIndex(allowed)
+        outside = sorted(
+            m for m in index.mentions(text, allowed=allowed) if m not in allowed_keys
+        )
+        if outside:
+            raise ValueError(
+                f"mentions {outside[0].lstrip('?')!r}, which is not in the evidence"
+            )
+        if not text.endswith((".", "!", "?")):
+            raise ValueError("unfinished sentence (cut off at max_tokens?)")
+        return text
+
+    def _cited(
+        self, text: str, evidence: Evidence | None, titles: TitleIndex | None
+    ) -> tuple[Any, ...]:
+        if evidence is None:
+            return ()
+        words = " " + " ".join(re.findall(r"[^\W_]+", text.lower())) + " "
+        return tuple(
+            h.item_id for h in evidence.history if f" {_title_key(h.title)} " in words
+        )
+
+
+def _first_sentence(text: str) -> str:
+    """The output up to its first line break, without quotes or list markers around it."""
+    line = text.strip().split("\n", 1)[0].strip()
+    line = re.sub(r"^(\d+[.)]|[-*•])\s*", "", line)
+    return line.strip().strip('"').strip()

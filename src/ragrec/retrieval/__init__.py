@@ -39,11 +39,20 @@ from ragrec.retrieval._index import (
     make_index,
 )
 from ragrec.retrieval._items import ItemEmbeddings, catalog_fingerprint
-from ragrec.retrieval._retriever import ChannelSpec, Retriever, RetrieverConfig
+from ragrec.retrieval._retriever import (
+    ChannelSpec,
+    Retriever,
+    RetrieverConfig,
+    StaleRetrieverState,
+    data_fingerprint,
+)
 from ragrec.retrieval._types import (
     Candidate,
     CandidateList,
     ChannelCandidates,
+    ChannelShare,
+    Evidence,
+    HistoryEvidence,
     Provenance,
     RetrievalQuery,
 )
@@ -58,6 +67,7 @@ __all__ = [
     "ChannelCandidates",
     "ChannelConfig",
     "ChannelContext",
+    "ChannelShare",
     "ChannelSpec",
     "ChannelWeights",
     "DenseChannel",
@@ -66,9 +76,11 @@ __all__ = [
     "Embedder",
     "EmbedderConfig",
     "EmbeddingCache",
+    "Evidence",
     "FaissIndex",
     "Filters",
     "FusionConfig",
+    "HistoryEvidence",
     "IndexConfig",
     "ItemEmbeddings",
     "ItemTextConfig",
@@ -83,12 +95,14 @@ __all__ = [
     "SemanticChannel",
     "SemanticConfig",
     "SentenceTransformerEmbedder",
+    "StaleRetrieverState",
     "TransitionChannel",
     "TransitionConfig",
     "VectorIndex",
     "VectorIndexError",
     "blocked_positions",
     "catalog_fingerprint",
+    "data_fingerprint",
     "fuse",
     "item_texts",
     "load_index",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -105,9 +105,84 @@ class Channel(ABC):
     ) -> list[ChannelCandidates]:
         """Up to ``k`` candidates per query, none of them in that query's ``blocked``."""
 
+    def score_items(
+        self, queries: Sequence[RetrievalQuery], positions: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        """Per query, the channel's scores of the given catalog positions (``-inf`` where
+        the channel would not propose the item). The default proposes the whole catalog
+        and looks the items up; channels override it with a direct computation."""
+        self._check_fitted()
+        out = []
+        for q, pos in zip(queries, positions, strict=True):
+            found = self.propose([q], self._n_items, blocked=[np.empty(0, np.int64)])[0]
+            by_pos = dict(zip(found.positions.tolist(), found.scores.tolist(), strict=True))
+            out.append(np.array([by_pos.get(int(p), -np.inf) for p in pos], dtype=np.float64))
+        return out
+
+    def contributions(self, query: RetrievalQuery, positions: np.ndarray) -> np.ndarray:
+        """How much each history item adds to this channel's score of each item.
+
+        Returns ``(len(positions), len(query.history))``: entry ``[i, j]`` is the score of
+        ``positions[i]`` with the full history minus its score without history item ``j``
+        (leave-one-out, over the newest ``CONTRIBUTION_HISTORY`` items; older ones get 0).
+        Channels with an additive score override this with the exact terms.
+        """
+        hist = query.history
+        out = np.zeros((len(positions), len(hist)))
+        if not len(hist) or not len(positions) or not self.needs_history_evidence:
+            return out
+        full = self.score_items([query], [positions])[0]
+        newest = range(max(0, len(hist) - CONTRIBUTION_HISTORY), len(hist))
+        variants = [_without(query, j) for j in newest]
+        reduced = self.score_items(variants, [positions] * len(variants))
+        for j, scores in zip(newest, reduced, strict=True):
+            delta = np.where(np.isfinite(full), full, 0.0) - np.where(
+                np.isfinite(scores), scores, 0.0
+            )
+            out[:, j] = delta
+        return out
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted arrays :meth:`load_state` restores, saved with a store so that
+        loading it does not fit again. Empty: nothing to save (the channel is refit when
+        the store loads)."""
+        return {}
+
+    def load_state(
+        self, context: ChannelContext, state: Mapping[str, np.ndarray]
+    ) -> Channel:
+        """Restore what :meth:`state` returned for the same catalog and training rows as
+        ``context``; returns ``self``. The default fits again."""
+        return self.fit(context)
+
     def _check_fitted(self) -> None:
         if self._n_items < 0:
             raise ConfigError(f"channel {self.name!r} used before fit(); call fit first")
+
+    @property
+    def needs_history_evidence(self) -> bool:
+        """Whether history items can explain this channel's scores (popularity: no)."""
+        return self.needs_history
+
+
+CONTRIBUTION_HISTORY = 50
+"""History items (the newest) whose leave-one-out contribution the default
+:meth:`Channel.contributions` computes."""
+
+
+def _without(query: RetrievalQuery, j: int) -> RetrievalQuery:
+    keep = np.arange(len(query.history)) != j
+    ratings = query.ratings[keep] if query.ratings is not None else None
+    return RetrievalQuery(query.user_id, query.history[keep], ratings, query.text)
+
+
+def _require_state(channel: Channel, state: Mapping[str, np.ndarray], *names: str) -> None:
+    missing = [n for n in names if n not in state]
+    if missing:
+        raise ConfigError(
+            f"channel {channel.name!r}: saved state lacks {missing}; rebuild the store "
+            "(ragrec index --force) or refit the retriever"
+        )
 
 
 def _top_k(
@@ -139,6 +214,15 @@ class DenseChannel(Channel):
     ) -> list[ChannelCandidates]:
         self._check_fitted()
         return _top_k(self.name, self.score(queries), k, blocked)
+
+    def score_items(
+        self, queries: Sequence[RetrievalQuery], positions: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        self._check_fitted()
+        scores = self.score(queries)
+        return [
+            scores[row, np.asarray(pos, dtype=np.int64)] for row, pos in enumerate(positions)
+        ]
 
 
 class PopularityChannelConfig(ChannelConfig):
@@ -174,6 +258,24 @@ class PopularityChannel(DenseChannel):
 
     def score(self, queries: Sequence[RetrievalQuery]) -> np.ndarray:
         return np.broadcast_to(self._scores, (len(queries), self._n_items)).copy()
+
+    def score_items(
+        self, queries: Sequence[RetrievalQuery], positions: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        self._check_fitted()
+        return [self._scores[np.asarray(p, dtype=np.int64)] for p in positions]
+
+    def state(self) -> dict[str, np.ndarray]:
+        self._check_fitted()
+        return {"scores": self._scores}
+
+    def load_state(
+        self, context: ChannelContext, state: Mapping[str, np.ndarray]
+    ) -> PopularityChannel:
+        _require_state(self, state, "scores")
+        self._scores = np.asarray(state["scores"], dtype=np.float64)
+        self._n_items = len(context.catalog)
+        return self
 
 
 class TransitionConfig(ChannelConfig):
@@ -232,16 +334,62 @@ class TransitionChannel(DenseChannel):
         self._n_items = n
         return self
 
-    def score(self, queries: Sequence[RetrievalQuery]) -> np.ndarray:
+    def _recent(self, query: RetrievalQuery) -> tuple[np.ndarray, np.ndarray]:
+        """History indices of the newest ``last_items`` items, newest first, and their
+        recency weights."""
         cfg = self.config
+        idx = np.arange(len(query.history))[::-1][: cfg.last_items]
+        return idx, cfg.recency_decay ** np.arange(len(idx), dtype=np.float64)
+
+    def score(self, queries: Sequence[RetrievalQuery]) -> np.ndarray:
         weights = sp.lil_matrix((len(queries), self._n_items), dtype=np.float32)
         for row, q in enumerate(queries):
-            recent = q.history[::-1][: cfg.last_items]
-            for j, pos in enumerate(recent):
-                weights[row, pos] += cfg.recency_decay**j
+            idx, w = self._recent(q)
+            for j, wj in zip(idx.tolist(), w.tolist(), strict=True):
+                weights[row, q.history[j]] += wj
         scores = np.asarray((weights.tocsr() @ self._t).todense(), dtype=np.float64)
         scores[scores <= 0] = -np.inf  # no observed transition: no evidence, not proposed
         return scores
+
+    def score_items(
+        self, queries: Sequence[RetrievalQuery], positions: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        self._check_fitted()
+        out = []
+        for q, pos in zip(queries, positions, strict=True):
+            idx, w = self._recent(q)
+            pos = np.asarray(pos, dtype=np.int64)
+            rows = self._t[q.history[idx]][:, pos].toarray() if len(idx) else np.zeros((0, 0))
+            scores = w @ rows if len(idx) else np.zeros(len(pos))
+            out.append(np.where(scores > 0, scores, -np.inf))
+        return out
+
+    def contributions(self, query: RetrievalQuery, positions: np.ndarray) -> np.ndarray:
+        """Exact terms: history item ``j`` among the newest ``last_items`` adds its
+        recency weight times its transition probability to the item."""
+        out = np.zeros((len(positions), len(query.history)))
+        idx, w = self._recent(query)
+        if len(idx) and len(positions):
+            rows = self._t[query.history[idx]][:, np.asarray(positions, np.int64)].toarray()
+            np.add.at(out.T, idx, w[:, None] * rows)
+        return out
+
+    def state(self) -> dict[str, np.ndarray]:
+        self._check_fitted()
+        t = self._t
+        return {"data": t.data, "indices": t.indices, "indptr": t.indptr}
+
+    def load_state(
+        self, context: ChannelContext, state: Mapping[str, np.ndarray]
+    ) -> TransitionChannel:
+        _require_state(self, state, "data", "indices", "indptr")
+        n = len(context.catalog)
+        self._t = sp.csr_matrix(
+            (np.asarray(state["data"]), np.asarray(state["indices"]), np.asarray(state["indptr"])),
+            shape=(n, n),
+        )
+        self._n_items = n
+        return self
 
 
 class EaseConfig(ChannelConfig):
@@ -300,6 +448,51 @@ class EaseChannel(DenseChannel):
                 out[row] = self._b[np.unique(q.history)].sum(axis=0)
         return out
 
+    def score_items(
+        self, queries: Sequence[RetrievalQuery], positions: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        self._check_fitted()
+        out = []
+        for q, pos in zip(queries, positions, strict=True):
+            pos = np.asarray(pos, dtype=np.int64)
+            hist = np.unique(q.history)
+            out.append(
+                self._b[np.ix_(hist, pos)].sum(axis=0, dtype=np.float64)
+                if len(hist)
+                else np.zeros(len(pos))
+            )
+        return out
+
+    def contributions(self, query: RetrievalQuery, positions: np.ndarray) -> np.ndarray:
+        """Exact terms: history item ``j`` adds ``B[j, item]`` (once, however often it
+        was seen; repeats get the term on their last occurrence)."""
+        hist = query.history
+        out = np.zeros((len(positions), len(hist)))
+        if not len(hist) or not len(positions):
+            return out
+        _, last = np.unique(hist[::-1], return_index=True)
+        last = len(hist) - 1 - last
+        out[:, last] = self._b[np.ix_(hist[last], np.asarray(positions, np.int64))].T
+        return out
+
+    def state(self) -> dict[str, np.ndarray]:
+        self._check_fitted()
+        return {"b": self._b}
+
+    def load_state(
+        self, context: ChannelContext, state: Mapping[str, np.ndarray]
+    ) -> EaseChannel:
+        _require_state(self, state, "b")
+        n = len(context.catalog)
+        if state["b"].shape != (n, n):
+            raise ConfigError(
+                f"channel {self.name!r}: saved matrix is {state['b'].shape}, the catalog has "
+                f"{n} items; rebuild the store (ragrec index --force)"
+            )
+        self._b = state["b"]
+        self._n_items = n
+        return self
+
 
 class SemanticConfig(ChannelConfig):
     """Configuration of :class:`SemanticChannel`."""
@@ -340,10 +533,7 @@ class SemanticChannel(Channel):
         self._n_items = len(context.catalog)
         return self
 
-    def profile(self, query: RetrievalQuery) -> np.ndarray | None:
-        """The unit-length profile vector of a history, or ``None`` when empty."""
-        if query.cold:
-            return None
+    def _history_weights(self, query: RetrievalQuery) -> np.ndarray:
         hist = query.history
         weights = np.ones(len(hist))
         if self.config.recency_half_life is not None:
@@ -352,17 +542,31 @@ class SemanticChannel(Channel):
         if self.config.rating_weight and query.ratings is not None and len(hist) > 1:
             centred = query.ratings - query.ratings.mean()
             weights *= np.clip(1.0 + centred, 0.1, None)
-        vectors = self._emb.vectors_at(hist)
-        vec = (weights[:, None] * vectors).sum(axis=0)
-        norm = float(np.linalg.norm(vec))
+        return weights
+
+    def _profile_sum(self, query: RetrievalQuery) -> tuple[np.ndarray, float]:
+        """The weighted sum of the history's vectors and its norm."""
+        vec = (self._history_weights(query)[:, None] * self._emb.vectors_at(query.history)).sum(
+            axis=0
+        )
+        return vec, float(np.linalg.norm(vec))
+
+    def profile(self, query: RetrievalQuery) -> np.ndarray | None:
+        """The unit-length profile vector of a history, or ``None`` when empty."""
+        if query.cold:
+            return None
+        vec, norm = self._profile_sum(query)
         return vec / norm if norm > 0 else None
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        # Free-text queries bypass the embedding cache: they rarely repeat and would grow it.
+        embedder = getattr(self._emb.embedder, "inner", self._emb.embedder)
+        return np.asarray(embedder.encode(texts))
 
     def search_vectors(self, queries: Sequence[RetrievalQuery]) -> list[np.ndarray | None]:
         """Per query, the vector searched (profile, query text, or their mix)."""
         texts = [q.text for q in queries if q.text]
-        # Free-text queries bypass the embedding cache: they rarely repeat and would grow it.
-        embedder = getattr(self._emb.embedder, "inner", self._emb.embedder)
-        encoded = iter(embedder.encode(texts)) if texts else iter(())
+        encoded = iter(self._encode_texts(texts)) if texts else iter(())
         out: list[np.ndarray | None] = []
         for q in queries:
             prof = self.profile(q)
@@ -374,6 +578,42 @@ class SemanticChannel(Channel):
             else:
                 out.append(text_vec if text_vec is not None else prof)
         return out
+
+    def score_items(
+        self, queries: Sequence[RetrievalQuery], positions: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        self._check_fitted()
+        out = []
+        for vec, pos in zip(self.search_vectors(queries), positions, strict=True):
+            pos = np.asarray(pos, dtype=np.int64)
+            if vec is None:
+                out.append(np.full(len(pos), -np.inf))
+            else:
+                out.append(self._emb.vectors_at(pos).astype(np.float64) @ vec)
+        return out
+
+    def contributions(self, query: RetrievalQuery, positions: np.ndarray) -> np.ndarray:
+        """Exact terms of the cosine with the profile: history item ``j`` adds
+        ``w_j * (v_j . v_item) / |sum of w v|`` (times the profile's share when a query
+        text is mixed in)."""
+        out = np.zeros((len(positions), len(query.history)))
+        if query.cold or not len(positions):
+            return out
+        total, norm = self._profile_sum(query)
+        if norm <= 0:
+            return out
+        share = 1.0
+        if query.text:
+            # searched: (a * text + (1 - a) * profile) / |that|; the history's terms scale
+            a = self.config.query_weight
+            text_vec = self._encode_texts([query.text])[0]
+            mixed = float(np.linalg.norm(a * text_vec + (1 - a) * total / norm))
+            share = (1 - a) / max(mixed, 1e-12)
+        weights = self._history_weights(query)
+        sims = self._emb.vectors_at(np.asarray(positions, np.int64)) @ self._emb.vectors_at(
+            query.history
+        ).T
+        return share * sims * weights[None, :] / norm
 
     def propose(
         self, queries: Sequence[RetrievalQuery], k: int, *, blocked: Sequence[np.ndarray]

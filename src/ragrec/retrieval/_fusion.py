@@ -145,7 +145,7 @@ def fuse(
         ):
             total[pos] = total.get(pos, 0.0) + w * ns
             best_rank[pos] = min(best_rank.get(pos, rank), rank)
-            prov.setdefault(pos, []).append(Provenance(lst.channel, rank, float(s)))
+            prov.setdefault(pos, []).append(Provenance(lst.channel, rank, float(s), w * ns))
     order = sorted(total, key=lambda p: (-total[p], best_rank[p], p))[:k]
     return tuple(
         Candidate(

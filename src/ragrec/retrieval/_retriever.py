@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +28,30 @@ from ragrec.retrieval._embedders import (
     make_embedder,
 )
 from ragrec.retrieval._fusion import ChannelWeights, Filters, FusionConfig, blocked_positions, fuse
-from ragrec.retrieval._index import IndexConfig
-from ragrec.retrieval._items import ItemEmbeddings
-from ragrec.retrieval._types import CandidateList, ChannelCandidates, RetrievalQuery
+from ragrec.retrieval._index import IndexConfig, VectorIndexError, load_index
+from ragrec.retrieval._items import ItemEmbeddings, catalog_fingerprint
+from ragrec.retrieval._types import (
+    Candidate,
+    CandidateList,
+    ChannelCandidates,
+    ChannelShare,
+    Evidence,
+    HistoryEvidence,
+    RetrievalQuery,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ChannelSpec", "Retriever", "RetrieverConfig"]
+__all__ = ["ChannelSpec", "Retriever", "RetrieverConfig", "StaleRetrieverState"]
+
+STATE_FORMAT = 1
+"""Version of the saved retriever state (``Retriever.save``)."""
+
+
+class StaleRetrieverState(ConfigError):
+    """Saved retriever state that does not match the catalog, rows or config at hand (or
+    is missing or damaged): fit the retriever instead."""
+
 
 
 class _Config(BaseModel):
@@ -76,6 +98,16 @@ class RetrieverConfig(_Config):
     index: IndexConfig = Field(default_factory=IndexConfig)
     cache_dir: str | None = Field(
         default=None, description="Embedding cache folder; None computes every time."
+    )
+    evidence_items: int = Field(
+        default=3, ge=0, description="History items cited per candidate as evidence."
+    )
+    evidence_min_share: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Smallest share of a candidate's fused score a history item must carry "
+        "to be cited as evidence.",
     )
 
 
@@ -150,8 +182,7 @@ class Retriever:
         context = ChannelContext.build(catalog, interactions, self.embeddings)
         for channel in self.channels:
             channel.fit(context)
-        self.catalog = catalog
-        self._histories = {u: (seq, context.ratings[u]) for u, seq in context.sequences.items()}
+        self._set_fitted(context)
         logger.info(
             "retriever fit on %d items, %d rows in %.1f s (channels: %s)",
             len(catalog),
@@ -160,6 +191,125 @@ class Retriever:
             ", ".join(c.name for c in self.channels),
         )
         return self
+
+    def _set_fitted(self, context: ChannelContext) -> None:
+        self.catalog = context.catalog
+        self._histories = {u: (seq, context.ratings[u]) for u, seq in context.sequences.items()}
+        self._fingerprint = data_fingerprint(self.config, context.catalog, context.interactions)
+
+    # persistence --------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the fitted state (item vectors and index, each channel's arrays) so that
+        :meth:`load` restores it without fitting; replaced atomically.
+
+        Raises:
+            ConfigError: The retriever is not fit.
+        """
+        self._require_fit()
+        target = Path(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            if self.embeddings is not None:
+                np.save(tmp / "vectors.npy", self.embeddings.vectors)
+                self.embeddings.index.save(
+                    tmp / "index", catalog_fingerprint=catalog_fingerprint(self.embeddings.catalog)
+                )
+            saved = {}
+            for channel in self.channels:
+                state = channel.state()
+                if state:
+                    (tmp / "channels" / channel.name).mkdir(parents=True)
+                    for key, array in state.items():
+                        np.save(tmp / "channels" / channel.name / f"{key}.npy", array)
+                    saved[channel.name] = sorted(state)
+            manifest = {
+                "format": STATE_FORMAT,
+                "fingerprint": self._fingerprint,
+                "channels": saved,
+                "embedder": self.embedder.name if self.embeddings is not None else None,
+            }
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+            old = target.with_name(f".{target.name}.old")
+            if target.exists():
+                if old.exists():
+                    shutil.rmtree(old)
+                target.rename(old)
+            tmp.rename(target)
+            if old.exists():
+                shutil.rmtree(old)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | Path,
+        config: RetrieverConfig,
+        catalog: Catalog,
+        interactions: Interactions,
+        *,
+        embedder: Embedder | None = None,
+    ) -> Retriever:
+        """A retriever restored from :meth:`save`'s folder, for exactly this config,
+        catalog and training rows (the item vectors are memory-mapped; the text embedder
+        loads only when a free-text query needs it).
+
+        Raises:
+            StaleRetrieverState: Missing or damaged files, or state saved for another
+                config, catalog or rows: fit instead.
+        """
+        path = Path(folder)
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise StaleRetrieverState(f"{path}: no readable retriever state ({exc})") from exc
+        if manifest.get("format") != STATE_FORMAT:
+            raise StaleRetrieverState(f"{path}: state format {manifest.get('format')!r}")
+        retriever = cls(config, embedder=embedder)
+        fingerprint = data_fingerprint(retriever.config, catalog, interactions)
+        if manifest.get("fingerprint") != fingerprint:
+            raise StaleRetrieverState(f"{path}: saved for another config, catalog or rows")
+        start = time.perf_counter()
+        try:
+            if any(c.kind == "semantic" for c in retriever.channels):
+                vectors = np.load(path / "vectors.npy", mmap_mode="r")
+                index = load_index(
+                    path / "index",
+                    expected_embedder=retriever.embedder.name,
+                    catalog_fingerprint=catalog_fingerprint(catalog),
+                    config=retriever.config.index,
+                )
+                if vectors.shape[0] != len(catalog):
+                    raise StaleRetrieverState(f"{path}: vectors for another catalog")
+                retriever.embeddings = ItemEmbeddings(
+                    catalog, retriever.embedder, vectors, index, retriever.config.item_text
+                )
+            context = ChannelContext.build(catalog, interactions, retriever.embeddings)
+            saved = manifest.get("channels", {})
+            for channel in retriever.channels:
+                names = saved.get(channel.name)
+                if names is None:
+                    channel.fit(context)
+                    continue
+                state = {
+                    key: np.load(path / "channels" / channel.name / f"{key}.npy", mmap_mode="r")
+                    for key in names
+                }
+                channel.load_state(context, state)
+        except (OSError, ValueError, VectorIndexError) as exc:
+            raise StaleRetrieverState(f"{path}: damaged retriever state ({exc})") from exc
+        retriever._set_fitted(context)
+        logger.info(
+            "retriever loaded: %d items, %d rows in %.2f s",
+            len(catalog),
+            len(interactions),
+            time.perf_counter() - start,
+        )
+        return retriever
 
     def _require_fit(self) -> Catalog:
         if self.catalog is None:
@@ -181,9 +331,13 @@ class Retriever:
         k: int | None = None,
         filters: Filters | None = None,
         weights: ChannelWeights | None = None,
+        evidence: bool = False,
     ) -> CandidateList:
-        """The fused top-``k`` candidates (default ``n_candidates``) for one query."""
-        return self.retrieve_batch([query], k=k, filters=filters, weights=weights)[0]
+        """The fused top-``k`` candidates (default ``n_candidates``) for one query; with
+        ``evidence``, each candidate carries why it was proposed (:meth:`evidence`)."""
+        return self.retrieve_batch(
+            [query], k=k, filters=filters, weights=weights, evidence=evidence
+        )[0]
 
     def retrieve_batch(
         self,
@@ -192,6 +346,7 @@ class Retriever:
         k: int | None = None,
         filters: Filters | None = None,
         weights: ChannelWeights | None = None,
+        evidence: bool = False,
     ) -> list[CandidateList]:
         """Fused candidates for several queries (channels score the batch together)."""
         catalog = self._require_fit()
@@ -228,6 +383,10 @@ class Retriever:
             used = tuple(lst.channel for lst in lists if len(lst))
             fused.append((q, candidates, user_weights, used))
         timings["fusion"] = time.perf_counter() - t0
+        if evidence:
+            t0 = time.perf_counter()
+            fused = [(q, self.evidence(q, c), w, u) for q, c, w, u in fused]
+            timings["evidence"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - start
         return [
             CandidateList(
@@ -241,3 +400,130 @@ class Retriever:
             )
             for q, candidates, user_weights, used in fused
         ]
+
+    # evidence -----------------------------------------------------------------------------
+
+    def evidence(
+        self, query: RetrievalQuery, candidates: Sequence[Candidate]
+    ) -> tuple[Candidate, ...]:
+        """The candidates with their :class:`Evidence`: each proposing channel's share of
+        the fused score, and the history items that raise it, each credited with its part
+        of those shares (from the channels' exact score terms, or leave-one-out).
+        """
+        catalog = self._require_fit()
+        if not candidates:
+            return tuple(candidates)
+        positions = np.array([c.position for c in candidates], dtype=np.int64)
+        by_name = {c.name: c for c in self.channels}
+        proposed = {p.channel for c in candidates for p in c.provenance}
+        terms: dict[str, np.ndarray] = {}
+        if not query.cold:
+            for name in proposed:
+                channel = by_name.get(name)
+                if channel is not None and channel.needs_history_evidence:
+                    terms[name] = channel.contributions(query, positions)
+        cfg = self.config
+        hist = query.history
+        out = []
+        for i, cand in enumerate(candidates):
+            parts = [(p, max(p.fused, 0.0)) for p in cand.provenance]
+            total = sum(v for _, v in parts)
+            shares = sorted(
+                (
+                    ChannelShare(p.channel, by_name[p.channel].kind, v / total, p.rank)
+                    for p, v in parts
+                    if total > 0 and v > 0 and p.channel in by_name
+                ),
+                key=lambda s: -s.share,
+            )
+            credit = np.zeros(len(hist))
+            via: dict[int, dict[str, float]] = {}
+            for share in shares:
+                if share.channel not in terms:
+                    continue
+                row = np.clip(terms[share.channel][i], 0.0, None)
+                if row.sum() <= 0:
+                    continue
+                part = share.share * row / row.sum()
+                credit += part
+                for j in np.flatnonzero(part):
+                    via.setdefault(int(j), {})[share.channel] = float(part[j])
+            cited = [
+                int(j)
+                for j in np.argsort(-credit, kind="stable")[: cfg.evidence_items]
+                if credit[j] >= cfg.evidence_min_share
+            ]
+            history = tuple(
+                HistoryEvidence(
+                    item_id=_plain(catalog.item_ids[hist[j]]),
+                    title=str(catalog.titles[hist[j]]),
+                    share=float(credit[j]),
+                    channels=tuple(sorted(via[j], key=lambda c: -via[j][c])),
+                )
+                for j in cited
+            )
+            out.append(replace(cand, evidence=self._attributes(query, cand, shares, history)))
+        return tuple(out)
+
+    def _attributes(
+        self,
+        query: RetrievalQuery,
+        cand: Candidate,
+        shares: Sequence[ChannelShare],
+        history: Sequence[HistoryEvidence],
+    ) -> Evidence:
+        """Shared genres and decade with the cited items, the query, popularity."""
+        catalog = self._require_fit()
+        cited = catalog.positions([h.item_id for h in history]) if history else np.empty(0, int)
+        genres: tuple[str, ...] = ()
+        decade = None
+        if len(cited):
+            theirs = {g.lower() for p in cited for g in catalog.categories[p]}
+            genres = tuple(g for g in catalog.categories[cand.position] if g.lower() in theirs)
+            year = catalog.years[cand.position]
+            if np.isfinite(year):
+                own = int(year) // 10 * 10
+                years = catalog.years[cited]
+                if any(np.isfinite(y) and int(y) // 10 * 10 == own for y in years):
+                    decade = f"{own}s"
+        kinds = {s.kind for s in shares}
+        popularity = next((s.rank for s in shares if s.kind == "popularity"), None)
+        return Evidence(
+            channels=tuple(shares),
+            history=tuple(history),
+            genres=genres,
+            decade=decade,
+            query=query.text if query.text and "semantic" in kinds else None,
+            popularity_rank=popularity,
+        )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def data_fingerprint(config: RetrieverConfig, catalog: Catalog, interactions: Interactions) -> str:
+    """A sha256 over what a fitted retriever depends on: the settings that change its
+    state, the catalog's ids and titles, and every training row."""
+    digest = hashlib.sha256()
+    settings = config.model_dump(
+        exclude={"n_candidates", "cache_dir", "evidence_items", "evidence_min_share", "fusion"}
+    )
+    for spec in settings["channels"]:
+        spec.pop("weight", None)  # weights act at fusion, not in what is fit
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(catalog_fingerprint(catalog).encode())
+    for array in (
+        interactions.user_ids,
+        interactions.item_ids,
+        interactions.values,
+        interactions.timestamps,
+        interactions.kinds,
+    ):
+        values = np.asarray(array)
+        if values.dtype.kind == "O":
+            digest.update("\x1f".join(map(str, values.tolist())).encode())
+        else:
+            digest.update(str(values.dtype).encode())
+            digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()

@@ -8,7 +8,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Candidate", "CandidateList", "ChannelCandidates", "Provenance", "RetrievalQuery"]
+__all__ = [
+    "Candidate",
+    "CandidateList",
+    "ChannelCandidates",
+    "ChannelShare",
+    "Evidence",
+    "HistoryEvidence",
+    "Provenance",
+    "RetrievalQuery",
+]
 
 
 @dataclass(frozen=True)
@@ -64,11 +73,89 @@ class ChannelCandidates:
 
 @dataclass(frozen=True)
 class Provenance:
-    """How one channel ranked a candidate (1-based rank within the channel)."""
+    """How one channel ranked a candidate.
+
+    Attributes:
+        channel: Channel name.
+        rank: 1-based rank within the channel's list.
+        score: The channel's own score.
+        fused: What this channel added to the candidate's fused score (its weight times
+            its normalised score).
+    """
 
     channel: str
     rank: int
     score: float
+    fused: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChannelShare:
+    """One channel's part of a candidate's fused score.
+
+    Attributes:
+        channel: Channel name.
+        kind: Channel kind (``transition``, ``ease``, ``semantic``, ``popularity``, ...).
+        share: Fraction of the fused score from this channel (the shares sum to 1).
+        rank: The candidate's rank in that channel's list.
+    """
+
+    channel: str
+    kind: str
+    share: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class HistoryEvidence:
+    """A history item that raises a candidate's score.
+
+    Attributes:
+        item_id: The history item's catalog id.
+        title: Its title.
+        share: Fraction of the candidate's fused score credited to it: each channel's
+            share split over the history items in proportion to their positive
+            contributions to that channel's score.
+        channels: The channels through which it contributes, largest first.
+    """
+
+    item_id: Any
+    title: str
+    share: float
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why retrieval proposed a candidate: what explanations are built from.
+
+    Attributes:
+        channels: Each proposing channel's share of the fused score, largest first.
+        history: History items that raise the score, largest share first (at most
+            ``RetrieverConfig.evidence_items``).
+        genres: Genres (categories) the item shares with the cited history items.
+        decade: The item's decade ("1980s") when a cited history item is from it too.
+        query: The free-text request, when the query-aware semantic channel proposed it.
+        popularity_rank: The item's rank by popularity among the catalog (1 = most
+            interacted with), when the popularity channel proposed it.
+    """
+
+    channels: tuple[ChannelShare, ...] = ()
+    history: tuple[HistoryEvidence, ...] = ()
+    genres: tuple[str, ...] = ()
+    decade: str | None = None
+    query: str | None = None
+    popularity_rank: int | None = None
+
+    @property
+    def history_ids(self) -> tuple[Any, ...]:
+        """Ids of the cited history items."""
+        return tuple(h.item_id for h in self.history)
+
+    @property
+    def main_channel(self) -> str | None:
+        """The kind of the channel with the largest share."""
+        return self.channels[0].kind if self.channels else None
 
 
 @dataclass(frozen=True)
@@ -81,6 +168,7 @@ class Candidate:
         title: Item title.
         score: Fused score.
         provenance: Every channel that proposed it.
+        evidence: Why it was proposed (set when retrieval is asked for evidence).
     """
 
     item_id: Any
@@ -88,6 +176,7 @@ class Candidate:
     title: str
     score: float
     provenance: tuple[Provenance, ...]
+    evidence: Evidence | None = None
 
     @property
     def channels(self) -> tuple[str, ...]:
