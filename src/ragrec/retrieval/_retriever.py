@@ -147,7 +147,9 @@ class Retriever:
                 text_config=self.config.item_text,
                 index_config=self.config.index,
             )
-        context = ChannelContext.build(catalog, interactions, self.embeddings)
+        context = ChannelContext.build(
+            catalog, interactions, self.embeddings, index_config=self.config.index
+        )
         for channel in self.channels:
             channel.fit(context)
         self.catalog = catalog
