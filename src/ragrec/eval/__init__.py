@@ -57,6 +57,7 @@ from ragrec.eval._retrieval_rankers import (
     channel_ranker,
 )
 from ragrec.eval._runner import (
+    CANDIDATE_CUTOFFS,
     DEFAULT_METRICS,
     EvalResult,
     collect_environment,
@@ -91,6 +92,7 @@ for _kind in sorted(CHANNELS):
     RANKERS[_name] = (functools.partial(channel_ranker, _kind, name=_name), ChannelRankerConfig)
 
 __all__ = [
+    "CANDIDATE_CUTOFFS",
     "DEFAULT_METRICS",
     "MRR",
     "NDCG",

@@ -53,10 +53,14 @@ class ChannelSpec(_Config):
 
 
 def _default_channels() -> list[ChannelSpec]:
-    # Weights chosen on the llamarec validation split (benchmarks/retrieval_quality.py).
+    # Prior weights: the fusion fit on the llamarec validation split of ml-latest-small
+    # (benchmarks/retrieval_quality.py); `ragrec fit-fusion` fits them to a store's data.
     return [
         ChannelSpec(kind="transition", weight=1.0),
-        ChannelSpec(kind="ease", weight=0.5),
+        ChannelSpec(kind="ease", weight=1.0),
+        ChannelSpec(kind="sasrec", weight=1.0),
+        ChannelSpec(kind="als", weight=1.0),
+        ChannelSpec(kind="itemknn", weight=1.0),
         ChannelSpec(kind="semantic", weight=0.3),
         # A small weight: it orders cold-start lists and barely moves warm ones.
         ChannelSpec(kind="popularity", weight=0.01),

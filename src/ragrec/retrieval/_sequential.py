@@ -35,8 +35,8 @@ class SASRecConfig(ChannelConfig):
         default=200, ge=2, description="Newest history items the model reads per user."
     )
     dropout: float = Field(default=0.2, ge=0, lt=1, description="Dropout rate.")
-    epochs: int = Field(default=20, ge=1, description="Passes over the training windows.")
-    learning_rate: float = Field(default=2e-3, gt=0, description="Adam step size.")
+    epochs: int = Field(default=15, ge=1, description="Passes over the training windows.")
+    learning_rate: float = Field(default=3e-3, gt=0, description="Adam step size.")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
     batch_size: int = Field(default=64, ge=1, description="Training windows per step.")
     windows: Literal["last", "all"] = Field(
