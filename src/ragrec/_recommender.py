@@ -61,7 +61,18 @@ from ragrec.prompting import (
     PromptTooLongError,
     RenderedPrompt,
 )
-from ragrec.retrieval import ChannelWeights, Filters, RetrievalQuery, Retriever, RetrieverConfig
+from ragrec.retrieval import (
+    ChannelWeights,
+    Filters,
+    FusionFit,
+    FusionFitConfig,
+    RetrievalQuery,
+    Retriever,
+    RetrieverConfig,
+    apply_fusion,
+    fit_fusion,
+    holdout_last,
+)
 from ragrec.tuning import TuneConfig, TuneProgress, TuneResult
 
 logger = logging.getLogger(__name__)
@@ -949,6 +960,36 @@ class Recommender:
         self._profiles = profiles
         if self.path is not None:
             self.save(self.path)
+
+    # fusion -------------------------------------------------------------------------------
+
+    def fit_fusion(self, config: FusionFitConfig | None = None) -> FusionFit:
+        """Fit the retriever's channel weights and normalisation on held-out targets: each
+        user's newest interaction is held out, a copy of the retriever is fit on the rest
+        (every channel is fit once more), and the fusion is searched on those targets
+        (:func:`ragrec.retrieval.fit_fusion`). The weights become the global prior (the
+        per-user weights that feedback learnt stay on top of it) and the method the fusion
+        method; both are saved with the store, the fit itself in ``fusion.json``.
+        """
+        rest, held = holdout_last(self.interactions)
+        probe = _refit_retriever(self.retriever, self.catalog, rest)
+        queries = [probe.query(u) for u in held.user_ids]
+        fit = fit_fusion(probe, queries, self.catalog.positions(held.item_ids), config=config)
+        with self._lock:
+            apply_fusion(self.retriever, fit)
+            retriever = self.config.retriever
+            self.config = self.config.model_copy(
+                update={
+                    "retriever": retriever.model_copy(
+                        update={"fusion": fit.fusion_config(retriever.fusion)}
+                    )
+                }
+            )
+            self.store.set_weights(None, self.retriever.weights.for_user(None))
+        if self.path is not None:
+            self.save(self.path)
+            _atomic_write(self.path / "fusion.json", json.dumps(fit.as_dict(), indent=2))
+        return fit
 
     # privacy ------------------------------------------------------------------------------
 

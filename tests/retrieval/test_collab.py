@@ -53,8 +53,12 @@ class TestItemKNN:
         assert proposed_ids(tiny, channel, [11, 8], k=1) == [9]
 
     def test_neighbourhood_is_cut(self, tiny: Tiny, context: ChannelContext) -> None:
+        # with one neighbour each, 12 and 13 keep 11 (ties: the lower position), and no
+        # item keeps 13
         channel = ItemKNNChannel(ItemKNNChannelConfig(neighbors=1)).fit(context)
-        assert len(proposed_ids(tiny, channel, [11], k=5)) == 1
+        assert set(proposed_ids(tiny, channel, [11], k=5)) == {12, 13}
+        assert proposed_ids(tiny, channel, [13], k=5) == []
+        assert proposed_ids(tiny, ItemKNNChannel().fit(context), [13], k=5) != []
 
     def test_state_round_trip(self, tiny: Tiny, context: ChannelContext) -> None:
         channel = ItemKNNChannel().fit(context)

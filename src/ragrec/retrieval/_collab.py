@@ -88,21 +88,22 @@ class ItemKNNChannelConfig(ChannelConfig):
     """Configuration of :class:`ItemKNNChannel`."""
 
     neighbors: int = Field(
-        default=100, ge=1, description="Most similar items kept per item (its neighbourhood)."
+        default=20, ge=1, description="Most similar items kept per item (its neighbourhood)."
     )
     shrink: float = Field(
         default=0.0, ge=0, description="Added to the cosine denominator: damps rare pairs."
     )
-    recency: float = _recency_field(0.8)
+    recency: float = _recency_field(0.7)
 
 
 class ItemKNNChannel(DenseChannel):
     """Item-item cosine kNN on who-saw-what, scored from a recency-weighted history.
 
-    ``sim(i, j) = |U_i & U_j| / (sqrt(|U_i|) sqrt(|U_j|) + shrink)``; each item keeps its
-    ``neighbors`` most similar items. A user's score for ``i`` is the sum of
-    ``w_j sim(j, i)`` over history items ``j`` (``w_j = recency**steps``). Items no
-    history item points to score ``-inf`` (not proposed).
+    ``sim(i, j) = |U_i & U_j| / (sqrt(|U_i|) sqrt(|U_j|) + shrink)``; each item ``i``
+    keeps its ``neighbors`` most similar items ``N(i)``. A user's score for ``i`` is the
+    sum of ``w_j sim(i, j)`` over history items ``j`` in ``N(i)``
+    (``w_j = recency**steps``), as the ``itemknn`` evaluation baseline scores. Items with
+    no history item in their neighbourhood score ``-inf`` (not proposed).
     """
 
     kind = "itemknn"
@@ -118,7 +119,8 @@ class ItemKNNChannel(DenseChannel):
         norms = np.sqrt(np.asarray(x.sum(axis=1)).ravel())
         values = co.data[off] / (norms[row] * norms[col] + self.config.shrink)
         sim = _keep_top(sp.csr_matrix((values, (row, col)), shape=(n, n)), self.config.neighbors)
-        self._sim = sim.astype(np.float32)  # row j: j's neighbours i with sim(j, i)
+        # row i of sim holds N(i); transposed, row j lists the items whose N holds j
+        self._sim = sim.T.tocsr().astype(np.float32)
         self._n_items = n
         return self
 
