@@ -73,6 +73,8 @@ def test_reads_only_the_newest_max_len_items(tiny: Tiny, sasrec: SASRecChannel) 
     assert not np.allclose(a, b)  # the old items reach the window of 8
     window = RetrievalQuery("u", long.history[-SMALL.max_len :])
     np.testing.assert_allclose(sasrec.user_vectors([window])[0], b, rtol=1e-5)
+    # a batch is cut to its longest history: alone, the short one gives the same vector
+    np.testing.assert_allclose(sasrec.user_vectors([short])[0], a, rtol=1e-5, atol=1e-6)
 
 
 def test_state_round_trip(tiny: Tiny, context: ChannelContext, sasrec: SASRecChannel) -> None:

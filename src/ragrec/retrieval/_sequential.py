@@ -129,9 +129,11 @@ def _build_model(torch: Any, n_items: int, cfg: SASRecConfig) -> Any:
                 self.item.weight[0].zero_()
 
         def forward(self, seq: Any) -> Any:
-            """Hidden states ``(B, T, dim)`` of left-padded ids (0 = padding)."""
+            """Hidden states ``(B, T, dim)`` of left-padded ids (0 = padding), ``T <=
+            max_len``; the last column is position ``max_len - 1`` whatever ``T`` is, so
+            a batch cut to its longest sequence equals one padded to ``max_len``."""
             _, t = seq.shape
-            positions = torch.arange(t, device=seq.device)
+            positions = torch.arange(cfg.max_len - t, cfg.max_len, device=seq.device)
             x = self.drop(self.item(seq) * math.sqrt(cfg.dim) + self.pos(positions)[None])
             causal = torch.ones(t, t, dtype=torch.bool, device=seq.device).tril()
             mask = causal[None, None] & (seq > 0)[:, None, None, :]
@@ -142,6 +144,14 @@ def _build_model(torch: Any, n_items: int, cfg: SASRecConfig) -> Any:
             return self.ln(x)
 
     return SASRec()
+
+
+def _trim(*batches: Any) -> tuple[Any, ...]:
+    """Drop the leading columns that are padding in every row of the first batch (the
+    model gives the same outputs for the rest; short sequences train much faster)."""
+    used = (batches[0] > 0).any(dim=0)
+    start = int(used.int().argmax()) if bool(used.any()) else batches[0].shape[1] - 1
+    return tuple(b[:, start:] for b in batches)
 
 
 def _pad_left(seqs: Sequence[np.ndarray], length: int) -> np.ndarray:
@@ -298,7 +308,8 @@ class SASRecChannel(VectorChannel):
                 total, steps = 0.0, 0
                 for lo in range(0, len(windows), cfg.batch_size):
                     rows = order[lo : lo + cfg.batch_size]
-                    x, y = inputs[rows].to(device), targets[rows].to(device)
+                    x, y = _trim(inputs[rows], targets[rows])
+                    x, y = x.to(device), y.to(device)
                     hidden = model(x)
                     keep = y > 0
                     logits = hidden[keep] @ model.item.weight[1:].T
@@ -335,6 +346,7 @@ class SASRecChannel(VectorChannel):
             for lo in range(0, len(queries), cfg.encode_batch):
                 part = queries[lo : lo + cfg.encode_batch]
                 x = torch.from_numpy(_pad_left([q.history for q in part], cfg.max_len))
+                (x,) = _trim(x)
                 hidden = self._model(x.to(self.device))[:, -1]
                 out[lo : lo + len(part)] = hidden.float().cpu().numpy()
         return out
