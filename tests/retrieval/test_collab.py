@@ -117,6 +117,21 @@ class TestEaseRecency:
         b[np.diag_indices_from(b)] = 0
         np.testing.assert_allclose(channel._b, b, atol=1e-5)
 
+    def test_item_scores_terms_and_state(self, tiny: Tiny, context: ChannelContext) -> None:
+        channel = EaseChannel().fit(context)
+        query = RetrievalQuery("u", pos(tiny, 10, 11, 10, 12))
+        items = pos(tiny, 13, 1, 8)
+        full = channel.score([query])[0][items]
+        (scores,) = channel.score_items([query], [items])
+        np.testing.assert_allclose(scores, full, rtol=1e-6)
+        terms = channel.contributions(query, items)
+        np.testing.assert_allclose(terms.sum(axis=1), full, rtol=1e-5, atol=1e-9)
+        assert not terms[:, 0].any()  # 10 counts once, at its newest occurrence
+        loaded = EaseChannel().load_state(context, channel.state())
+        np.testing.assert_array_equal(loaded.score([query]), channel.score([query]))
+        with pytest.raises(ConfigError, match=r"saved matrix is \(2, 2\)"):
+            EaseChannel().load_state(context, {"b": np.zeros((2, 2), np.float32)})
+
     def test_recency_is_checked(self) -> None:
         with pytest.raises(ValidationError, match="recency"):
             EaseConfig(recency=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -352,6 +352,58 @@ class EaseChannel(DenseChannel):
                 pos, w = self._history_weights(q)
                 out[row] = w @ self._b[pos]
         return out
+
+    def score_items(
+        self, queries: Sequence[RetrievalQuery], positions: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        """Per query, the scores of the items at ``positions`` (without scoring the
+        whole catalog)."""
+        self._check_fitted()
+        out = []
+        for q, items in zip(queries, positions, strict=True):
+            items = np.asarray(items, dtype=np.int64)
+            if not len(q.history):
+                out.append(np.zeros(len(items)))
+                continue
+            pos, w = self._history_weights(q)
+            out.append(w @ self._b[np.ix_(pos, items)].astype(np.float64))
+        return out
+
+    def contributions(self, query: RetrievalQuery, positions: np.ndarray) -> np.ndarray:
+        """Exact terms: history item ``j`` adds ``w_j B[j, item]``, once, at its newest
+        occurrence (``(len(positions), len(history))``)."""
+        hist = np.asarray(query.history, dtype=np.int64)
+        out = np.zeros((len(positions), len(hist)))
+        if not len(hist) or not len(positions):
+            return out
+        pos, w = self._history_weights(query)
+        _, first = np.unique(hist[::-1], return_index=True)
+        newest = len(hist) - 1 - first  # aligned with pos (both sorted by position)
+        terms = self._b[np.ix_(pos, np.asarray(positions, dtype=np.int64))].T
+        out[:, newest] = terms * w[None, :]
+        return out
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted item-item matrix."""
+        self._check_fitted()
+        return {"b": self._b}
+
+    def load_state(self, context: ChannelContext, state: Mapping[str, np.ndarray]) -> EaseChannel:
+        """Restore :meth:`state` for the same catalog."""
+        if "b" not in state:
+            raise ConfigError(
+                f"channel {self.name!r}: saved state lacks ['b']; rebuild the store "
+                "(ragrec index --force) or refit the retriever"
+            )
+        n = len(context.catalog)
+        if state["b"].shape != (n, n):
+            raise ConfigError(
+                f"channel {self.name!r}: saved matrix is {state['b'].shape}, the catalog has "
+                f"{n} items; rebuild the store (ragrec index --force)"
+            )
+        self._b = state["b"]
+        self._n_items = n
+        return self
 
 
 class SemanticConfig(ChannelConfig):

@@ -48,7 +48,7 @@ class FusionFitConfig(BaseModel):
         default=4, ge=1, description="Most passes over the channels (stops when none moves)."
     )
     bootstrap: int = Field(
-        default=20,
+        default=10,
         ge=0,
         description="Coordinate ascents on resamples of the users whose weights are "
         "averaged (bagging: steadier weights on a few hundred targets); 0 fits once on all.",

@@ -53,17 +53,18 @@ class ChannelSpec(_Config):
 
 
 def _default_channels() -> list[ChannelSpec]:
-    # Prior weights: the fusion fit on the llamarec validation split of ml-latest-small
-    # (benchmarks/retrieval_quality.py); `ragrec fit-fusion` fits them to a store's data.
+    # Prior weights: the fusion fit (ragrec.retrieval.fit_fusion) on the llamarec
+    # validation split of ml-latest-small (benchmarks/retrieval_quality.py), rounded;
+    # `ragrec fit-fusion` fits them to a store's own data.
     return [
         ChannelSpec(kind="transition", weight=1.0),
-        ChannelSpec(kind="ease", weight=1.0),
-        ChannelSpec(kind="sasrec", weight=1.0),
-        ChannelSpec(kind="als", weight=1.0),
-        ChannelSpec(kind="itemknn", weight=1.0),
-        ChannelSpec(kind="semantic", weight=0.3),
-        # A small weight: it orders cold-start lists and barely moves warm ones.
-        ChannelSpec(kind="popularity", weight=0.01),
+        ChannelSpec(kind="ease", weight=0.2),
+        ChannelSpec(kind="sasrec", weight=0.87),
+        ChannelSpec(kind="als", weight=0.86),
+        ChannelSpec(kind="itemknn", weight=0.76),
+        ChannelSpec(kind="semantic", weight=0.62),
+        # It also orders cold-start lists, where it is the only channel with candidates.
+        ChannelSpec(kind="popularity", weight=0.15),
     ]
 
 
