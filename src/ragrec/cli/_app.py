@@ -569,7 +569,7 @@ def fit_fusion_cmd(
     bootstrap: Annotated[
         int, typer.Option(help="Resampled fits averaged (0: one fit on all users).")
     ] = 10,
-    max_users: Annotated[int, typer.Option(help="Held-out users used at most.")] = 5000,
+    max_users: Annotated[int, typer.Option(help="Held-out users used at most.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the user sample and resamples.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the fit as JSON.")] = False,

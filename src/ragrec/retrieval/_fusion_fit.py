@@ -54,9 +54,10 @@ class FusionFitConfig(BaseModel):
         "averaged (bagging: steadier weights on a few hundred targets); 0 fits once on all.",
     )
     max_users: int | None = Field(
-        default=5000,
+        default=2000,
         ge=1,
-        description="Held-out users used at most (a seeded sample); None uses all.",
+        description="Held-out users used at most (a seeded sample; the search's time grows "
+        "with them); None uses all.",
     )
     seed: int = Field(default=0, description="Seed of the user sample and the resamples.")
 
