@@ -163,7 +163,15 @@ def test_recommend_for_a_known_user(
         assert it.llm_logprob is None
         assert it.explanation is None
     assert result.weights == rec.weights(user)
-    assert set(result.weights) == {"transition", "ease", "semantic", "popularity"}
+    assert set(result.weights) == {
+        "transition",
+        "ease",
+        "sasrec",
+        "als",
+        "itemknn",
+        "semantic",
+        "popularity",
+    }
     assert result.prompt_id is None
     assert result.prompt_hash is None
     assert not result.llm_ranked

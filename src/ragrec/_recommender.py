@@ -64,10 +64,15 @@ from ragrec.prompting import (
 from ragrec.retrieval import (
     ChannelWeights,
     Filters,
+    FusionFit,
+    FusionFitConfig,
     RetrievalQuery,
     Retriever,
     RetrieverConfig,
-    StaleRetrieverState,
+    StaleRetrieverStateError,
+    apply_fusion,
+    fit_fusion,
+    holdout_last,
 )
 from ragrec.tuning import TuneConfig, TuneProgress, TuneResult
 
@@ -959,6 +964,36 @@ class Recommender:
         if self.path is not None:
             self.save(self.path)
 
+    # fusion -------------------------------------------------------------------------------
+
+    def fit_fusion(self, config: FusionFitConfig | None = None) -> FusionFit:
+        """Fit the retriever's channel weights and normalisation on held-out targets: each
+        user's newest interaction is held out, a copy of the retriever is fit on the rest
+        (every channel is fit once more), and the fusion is searched on those targets
+        (:func:`ragrec.retrieval.fit_fusion`). The weights become the global prior (the
+        per-user weights that feedback learnt stay on top of it) and the method the fusion
+        method; both are saved with the store, the fit itself in ``fusion.json``.
+        """
+        rest, held = holdout_last(self.interactions)
+        probe = _refit_retriever(self.retriever, self.catalog, rest)
+        queries = [probe.query(u) for u in held.user_ids]
+        fit = fit_fusion(probe, queries, self.catalog.positions(held.item_ids), config=config)
+        with self._lock:
+            apply_fusion(self.retriever, fit)
+            retriever = self.config.retriever
+            self.config = self.config.model_copy(
+                update={
+                    "retriever": retriever.model_copy(
+                        update={"fusion": fit.fusion_config(retriever.fusion)}
+                    )
+                }
+            )
+            self.store.set_weights(None, self.retriever.weights.for_user(None))
+        if self.path is not None:
+            self.save(self.path)
+            _atomic_write(self.path / "fusion.json", json.dumps(fit.as_dict(), indent=2))
+        return fit
+
     # privacy ------------------------------------------------------------------------------
 
     # tuning -------------------------------------------------------------------------------
@@ -1248,7 +1283,7 @@ class Recommender:
                 catalog,
                 interactions,
             )
-        except StaleRetrieverState as exc:
+        except StaleRetrieverStateError as exc:
             # an older store, or one whose files changed: fit again (slow, but correct)
             logger.info("fitting the retriever again: %s", exc)
             retriever = None

@@ -132,8 +132,8 @@ class TestMakeRanker:
         assert popular.config is config
 
     def test_unknown_name(self) -> None:
-        with pytest.raises(ConfigError, match=r"'sasrec'.*popularity, random"):
-            make_ranker("sasrec")
+        with pytest.raises(ConfigError, match=r"'gru4rec'.*popularity, popularity-channel, random"):
+            make_ranker("gru4rec")
 
     def test_extra_key_is_named(self) -> None:
         with pytest.raises(ConfigError, match="windw_days") as info:

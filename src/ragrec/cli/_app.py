@@ -465,6 +465,14 @@ def index_cmd(
             "embedding cache is kept).",
         ),
     ] = False,
+    fusion: Annotated[
+        bool,
+        typer.Option(
+            "--fit-fusion",
+            help="Then fit the channel weights on this data's held-out newest items (as "
+            "`ragrec fit-fusion`; fits every channel a second time).",
+        ),
+    ] = False,
 ) -> None:
     """Build a store: embed and index the items, fit the retrieval channels, seed the
     few-shot exemplars; from MovieLens (--data) or from item and interaction files."""
@@ -514,6 +522,9 @@ def index_cmd(
             catalog, events, source = ml.catalog, ml.interactions, str(ml.path)
     with _stages("building the store", enabled=progress, keep=True):
         rec = Recommender.build(catalog, events, rec_config, path=folder)
+    if fusion:
+        with _stages("fitting the fusion on held-out items", enabled=progress, keep=True):
+            rec.fit_fusion()
     summary: dict[str, Any] = {
         "store": str(rec.path),
         "source": source,
@@ -521,6 +532,7 @@ def index_cmd(
         "users": rec.interactions.n_users,
         "interactions": len(rec.interactions),
         "channels": list(rec.weights(None)),
+        "weights": rec.weights(None),
         "embedder": rec.config.retriever.embedder.model,
         "generator": f"{rec.config.generator.backend}:{rec.config.generator.model}",
         "exemplars": len(rec.pool),
@@ -545,6 +557,51 @@ def index_cmd(
     table.add_row("exemplars", f"{summary['exemplars']:,}")
     out.print(table)
     out.print(f"built {escape(summary['store'])} in {summary['seconds']:.1f} s")
+
+
+@app.command("fit-fusion")
+@_friendly
+def fit_fusion_cmd(
+    store: Annotated[str, typer.Argument(help="Store folder (from `ragrec index`).")],
+    metric: Annotated[str, typer.Option(help="Metric maximised: ndcg@K, recall@K, mrr@K.")] = (
+        "ndcg@10"
+    ),
+    bootstrap: Annotated[
+        int, typer.Option(help="Resampled fits averaged (0: one fit on all users).")
+    ] = 10,
+    max_users: Annotated[int, typer.Option(help="Held-out users used at most.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the user sample and resamples.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the fit as JSON.")] = False,
+) -> None:
+    """Fit the store's channel weights and fusion normalisation on held-out items (each
+    user's newest), fitting every channel once more without them; the weights become
+    the global prior that feedback then personalises."""
+    from pydantic import ValidationError
+
+    from ragrec.retrieval import FusionFitConfig
+
+    try:
+        cfg = FusionFitConfig(metric=metric, bootstrap=bootstrap, max_users=max_users, seed=seed)
+    except ValidationError as exc:
+        raise ConfigError(f"fit-fusion: {describe_validation_error(exc)}") from exc
+    rec = _load_store(store, progress=progress)
+    with _stages("fitting the fusion on held-out items", enabled=progress, keep=True):
+        fit = rec.fit_fusion(cfg)
+    if as_json:
+        sys.stdout.write(json.dumps(fit.as_dict()) + "\n")
+        return
+    table = Table(title=f"fusion fit ({fit.method}) on {fit.users:,} held-out users")
+    table.add_column("channel")
+    table.add_column("weight", justify="right")
+    table.add_column(f"{fit.metric} alone", justify="right")
+    for name, weight in fit.weights.items():
+        table.add_row(escape(name), f"{weight:.3f}", f"{fit.alone.get(name, 0.0):.4f}")
+    out.print(table)
+    out.print(
+        f"{fit.metric}: {fit.value:.4f} fitted (in-sample), {fit.prior_value:.4f} with the "
+        f"previous weights; saved to {escape(str(Path(store) / 'fusion.json'))}"
+    )
 
 
 def _recommendation_table(rec: Recommendation) -> Table:

@@ -117,6 +117,8 @@ def _print_result(result: EvalResult) -> None:
     table.add_column("value", justify="right")
     for name, value in {**result.metrics, **result.beyond}.items():
         table.add_row(name, f"{value:.4f}")
+    for name, value in result.candidate_recall.items():
+        table.add_row(f"candidate {name}", f"{value:.4f}")
     if result.latency:
         table.add_row("latency p50 (s/user)", f"{result.latency['p50']:.4f}")
     out.print(table)

@@ -57,6 +57,7 @@ from ragrec.eval._retrieval_rankers import (
     channel_ranker,
 )
 from ragrec.eval._runner import (
+    CANDIDATE_CUTOFFS,
     DEFAULT_METRICS,
     EvalResult,
     collect_environment,
@@ -78,16 +79,20 @@ from ragrec.eval.metrics import (
     parse_metric,
     parse_metrics,
 )
+from ragrec.retrieval import CHANNELS
 
 RANKERS["retrieval"] = (RetrievalRanker, RetrievalRankerConfig)
 RANKERS["llm"] = (LLMRanker, LLMRankerConfig)
 RANKERS["itemknn"] = (ItemKNNRanker, ItemKNNConfig)
 RANKERS["als"] = (ALSRanker, ALSConfig)
 RANKERS["bpr"] = (BPRRanker, BPRConfig)
-for _kind in ("transition", "ease", "semantic"):
-    RANKERS[_kind] = (functools.partial(channel_ranker, _kind), ChannelRankerConfig)
+for _kind in sorted(CHANNELS):
+    # each retrieval channel alone; a name an independent baseline holds gets "-channel"
+    _name = _kind if _kind not in RANKERS else f"{_kind}-channel"
+    RANKERS[_name] = (functools.partial(channel_ranker, _kind, name=_name), ChannelRankerConfig)
 
 __all__ = [
+    "CANDIDATE_CUTOFFS",
     "DEFAULT_METRICS",
     "MRR",
     "NDCG",

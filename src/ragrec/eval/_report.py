@@ -492,7 +492,9 @@ def render_markdown(
     published = [_check_baseline(b, i) for i, b in enumerate(baselines or ())]
     has_latency = any(r.latency for r in runs)
     beyond = _beyond_names(runs)
-    header = ["system", *names, *beyond, "users", "seconds"]
+    candidates = _candidate_names(runs)
+    header = ["system", *names, *beyond, *[f"candidate {c}" for c in candidates]]
+    header += ["users", "seconds"]
     if has_latency:
         header += ["p50 s", "p99 s"]
     lines = [
@@ -514,6 +516,9 @@ def render_markdown(
         stored = run.summary.get("beyond")
         stored = stored if isinstance(stored, Mapping) else {}
         cells += [_fmt_value(stored.get(b)) for b in beyond]
+        recall = run.summary.get("candidate_recall")
+        recall = recall if isinstance(recall, Mapping) else {}
+        cells += [_fmt_value(recall.get(c)) for c in candidates]
         seconds = run.summary.get("seconds")
         cells += [str(len(run)), f"{seconds:.1f}" if isinstance(seconds, int | float) else "—"]
         if has_latency:
@@ -526,7 +531,8 @@ def render_markdown(
         mark = f"[^{i}]" if base.get("source") else ""
         cells = [f"{_md(base['name'])} (published){mark}"]
         cells += [f"{reported[n]:.4f}" if n in reported else "—" for n in names]
-        cells += ["—"] * len(beyond) + ["—", "—"] + (["—", "—"] if has_latency else [])
+        cells += ["—"] * (len(beyond) + len(candidates)) + ["—", "—"]
+        cells += ["—", "—"] if has_latency else []
         lines.append("| " + " | ".join(cells) + " |")
         if base.get("source"):
             sources.append(f"[^{i}]: {base['source']}")
@@ -929,6 +935,15 @@ def _table_metrics(runs: Sequence[Run], metrics: Sequence[str] | None) -> list[s
         if isinstance(stored, Mapping):
             names.update(dict.fromkeys(parse_metric(str(k)).name for k in stored))
     return list(names) or ["ndcg@10", "recall@10"]
+
+
+def _candidate_names(runs: Sequence[Run]) -> list[str]:
+    names: dict[str, None] = {}
+    for run in runs:
+        stored = run.summary.get("candidate_recall")
+        if isinstance(stored, Mapping):
+            names.update(dict.fromkeys(str(k) for k in stored))
+    return list(names)
 
 
 def _beyond_names(runs: Sequence[Run]) -> list[str]:

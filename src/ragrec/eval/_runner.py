@@ -36,6 +36,7 @@ from ragrec.eval.metrics import UNRANKED, Metric, parse_metrics
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CANDIDATE_CUTOFFS",
     "DEFAULT_METRICS",
     "EvalResult",
     "collect_environment",
@@ -56,6 +57,10 @@ DEFAULT_METRICS = (
     "ndcg@5",
     "ndcg@10",
 )
+
+CANDIDATE_CUTOFFS = (20, 50, 100)
+"""Cutoffs of the candidate recall every report carries: the share of targets within the
+top K, which bounds what a re-ranker of the top K can reach."""
 
 _PACKAGES = (
     "numpy",
@@ -207,6 +212,9 @@ class EvalResult:
         latency: Percentiles of ``user_seconds`` (``"p50"``, ...).
         system: Display name (a grid entry's name); defaults to the ranker's.
         resumed: Users whose results were read back from an interrupted run.
+        candidate_recall: Recall at :data:`CANDIDATE_CUTOFFS` (``"recall@20"``, ...),
+            whatever metrics were asked for: the ceiling of a re-ranker of that many
+            candidates.
     """
 
     protocol: str
@@ -228,6 +236,7 @@ class EvalResult:
     latency: Mapping[str, float] = field(default_factory=dict)
     system: str = ""
     resumed: int = 0
+    candidate_recall: Mapping[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The JSON-ready summary written to ``summary.json``."""
@@ -240,6 +249,7 @@ class EvalResult:
             "users": len(self.user_ids),
             "metrics": dict(self.metrics),
             "beyond": dict(self.beyond),
+            "candidate_recall": dict(self.candidate_recall),
             "rates": dict(self.rates),
             "latency": dict(self.latency),
             "environment": dict(self.environment),
@@ -467,6 +477,10 @@ def evaluate(
         latency=latency_percentiles(user_seconds) if len(user_seconds) else {},
         system=system,
         resumed=resumed,
+        candidate_recall={
+            f"recall@{k}": float(np.mean(ranks <= k)) if len(ranks) else 0.0
+            for k in CANDIDATE_CUTOFFS
+        },
     )
     if checkpoint is not None:
         write_report(result, checkpoint.folder)

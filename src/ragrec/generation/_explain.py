@@ -23,11 +23,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ExplainConfig",
-    "display_title",
     "ExplainItem",
     "Explainer",
     "ExplanationResult",
     "TitleIndex",
+    "display_title",
     "evidence_sentence",
 ]
 
@@ -245,7 +245,9 @@ def evidence_sentence(
     if evidence.query:
         parts.append(f'Matches your request "{sanitize(evidence.query)}"')
     if cited:
-        because = f"because you {cfg.history_verb} " + _join([display_title(h.title) for h in cited])
+        because = f"because you {cfg.history_verb} " + _join(
+            [display_title(h.title) for h in cited]
+        )
         parts.append(because[0].upper() + because[1:] if not parts else because)
     if parts:
         sentence = "; ".join(parts)
@@ -421,9 +423,7 @@ class Explainer:
             raise ValueError(f"longer than {self.config.max_reason_chars} characters")
         words = _WORD.findall(text)
         if len(words) < self.config.min_reason_words:
-            raise ValueError(
-                f"{len(words)} word(s), fewer than {self.config.min_reason_words}"
-            )
+            raise ValueError(f"{len(words)} word(s), fewer than {self.config.min_reason_words}")
         if _norm(text) in _PLACEHOLDERS:
             raise ValueError(f"{text!r} copies the prompt's placeholder")
         title_words = {w.lower() for w in _WORD.findall(item_title)}
@@ -433,13 +433,9 @@ class Explainer:
         allowed = [item_title, *(h.title for h in evidence.history)] if evidence else [item_title]
         allowed_keys = {_title_key(t) for t in allowed}
         index = titles or TitleIndex(allowed)
-        outside = sorted(
-            m for m in index.mentions(text, allowed=allowed) if m not in allowed_keys
-        )
+        outside = sorted(m for m in index.mentions(text, allowed=allowed) if m not in allowed_keys)
         if outside:
-            raise ValueError(
-                f"mentions {outside[0].lstrip('?')!r}, which is not in the evidence"
-            )
+            raise ValueError(f"mentions {outside[0].lstrip('?')!r}, which is not in the evidence")
         if not text.endswith((".", "!", "?")):
             raise ValueError("unfinished sentence (cut off at max_tokens?)")
         return text
@@ -450,9 +446,7 @@ class Explainer:
         if evidence is None:
             return ()
         words = " " + " ".join(re.findall(r"[^\W_]+", text.lower())) + " "
-        return tuple(
-            h.item_id for h in evidence.history if f" {_title_key(h.title)} " in words
-        )
+        return tuple(h.item_id for h in evidence.history if f" {_title_key(h.title)} " in words)
 
 
 def _first_sentence(text: str) -> str:

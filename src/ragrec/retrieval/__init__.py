@@ -16,6 +16,14 @@ from ragrec.retrieval._channels import (
     TransitionConfig,
     register_channel,
 )
+from ragrec.retrieval._collab import (
+    ALSChannel,
+    ALSChannelConfig,
+    BPRChannel,
+    BPRChannelConfig,
+    ItemKNNChannel,
+    ItemKNNChannelConfig,
+)
 from ragrec.retrieval._embedders import (
     DEFAULT_EMBEDDER,
     CachedEmbedder,
@@ -28,6 +36,13 @@ from ragrec.retrieval._embedders import (
     make_embedder,
 )
 from ragrec.retrieval._fusion import ChannelWeights, Filters, FusionConfig, blocked_positions, fuse
+from ragrec.retrieval._fusion_fit import (
+    FusionFit,
+    FusionFitConfig,
+    apply_fusion,
+    fit_fusion,
+    holdout_last,
+)
 from ragrec.retrieval._index import (
     FaissIndex,
     IndexConfig,
@@ -43,9 +58,10 @@ from ragrec.retrieval._retriever import (
     ChannelSpec,
     Retriever,
     RetrieverConfig,
-    StaleRetrieverState,
+    StaleRetrieverStateError,
     data_fingerprint,
 )
+from ragrec.retrieval._sequential import SASRecChannel, SASRecConfig
 from ragrec.retrieval._types import (
     Candidate,
     CandidateList,
@@ -56,10 +72,15 @@ from ragrec.retrieval._types import (
     Provenance,
     RetrievalQuery,
 )
+from ragrec.retrieval._vector import VectorChannel
 
 __all__ = [
     "CHANNELS",
     "DEFAULT_EMBEDDER",
+    "ALSChannel",
+    "ALSChannelConfig",
+    "BPRChannel",
+    "BPRChannelConfig",
     "CachedEmbedder",
     "Candidate",
     "CandidateList",
@@ -80,9 +101,13 @@ __all__ = [
     "FaissIndex",
     "Filters",
     "FusionConfig",
+    "FusionFit",
+    "FusionFitConfig",
     "HistoryEvidence",
     "IndexConfig",
     "ItemEmbeddings",
+    "ItemKNNChannel",
+    "ItemKNNChannelConfig",
     "ItemTextConfig",
     "NumpyIndex",
     "PopularityChannel",
@@ -91,19 +116,25 @@ __all__ = [
     "RetrievalQuery",
     "Retriever",
     "RetrieverConfig",
+    "SASRecChannel",
+    "SASRecConfig",
     "SearchResult",
     "SemanticChannel",
     "SemanticConfig",
     "SentenceTransformerEmbedder",
-    "StaleRetrieverState",
+    "StaleRetrieverStateError",
     "TransitionChannel",
     "TransitionConfig",
+    "VectorChannel",
     "VectorIndex",
     "VectorIndexError",
+    "apply_fusion",
     "blocked_positions",
     "catalog_fingerprint",
     "data_fingerprint",
+    "fit_fusion",
     "fuse",
+    "holdout_last",
     "item_texts",
     "load_index",
     "make_embedder",

@@ -42,16 +42,15 @@ from ragrec.retrieval._types import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ChannelSpec", "Retriever", "RetrieverConfig", "StaleRetrieverState"]
+__all__ = ["ChannelSpec", "Retriever", "RetrieverConfig", "StaleRetrieverStateError"]
 
 STATE_FORMAT = 1
 """Version of the saved retriever state (``Retriever.save``)."""
 
 
-class StaleRetrieverState(ConfigError):
+class StaleRetrieverStateError(ConfigError):
     """Saved retriever state that does not match the catalog, rows or config at hand (or
     is missing or damaged): fit the retriever instead."""
-
 
 
 class _Config(BaseModel):
@@ -75,13 +74,18 @@ class ChannelSpec(_Config):
 
 
 def _default_channels() -> list[ChannelSpec]:
-    # Weights chosen on the llamarec validation split (benchmarks/retrieval_quality.py).
+    # Prior weights: the fusion fit (ragrec.retrieval.fit_fusion) on the llamarec
+    # validation split of ml-latest-small (benchmarks/retrieval_quality.py), rounded;
+    # `ragrec fit-fusion` fits them to a store's own data.
     return [
         ChannelSpec(kind="transition", weight=1.0),
-        ChannelSpec(kind="ease", weight=0.5),
-        ChannelSpec(kind="semantic", weight=0.3),
-        # A small weight: it orders cold-start lists and barely moves warm ones.
-        ChannelSpec(kind="popularity", weight=0.01),
+        ChannelSpec(kind="ease", weight=0.2),
+        ChannelSpec(kind="sasrec", weight=0.87),
+        ChannelSpec(kind="als", weight=0.86),
+        ChannelSpec(kind="itemknn", weight=0.76),
+        ChannelSpec(kind="semantic", weight=0.62),
+        # It also orders cold-start lists, where it is the only channel with candidates.
+        ChannelSpec(kind="popularity", weight=0.15),
     ]
 
 
@@ -179,7 +183,9 @@ class Retriever:
                 text_config=self.config.item_text,
                 index_config=self.config.index,
             )
-        context = ChannelContext.build(catalog, interactions, self.embeddings)
+        context = ChannelContext.build(
+            catalog, interactions, self.embeddings, index_config=self.config.index
+        )
         for channel in self.channels:
             channel.fit(context)
         self._set_fitted(context)
@@ -259,20 +265,20 @@ class Retriever:
         loads only when a free-text query needs it).
 
         Raises:
-            StaleRetrieverState: Missing or damaged files, or state saved for another
+            StaleRetrieverStateError: Missing or damaged files, or state saved for another
                 config, catalog or rows: fit instead.
         """
         path = Path(folder)
         try:
             manifest = json.loads((path / "manifest.json").read_text())
         except (OSError, ValueError) as exc:
-            raise StaleRetrieverState(f"{path}: no readable retriever state ({exc})") from exc
+            raise StaleRetrieverStateError(f"{path}: no readable retriever state ({exc})") from exc
         if manifest.get("format") != STATE_FORMAT:
-            raise StaleRetrieverState(f"{path}: state format {manifest.get('format')!r}")
+            raise StaleRetrieverStateError(f"{path}: state format {manifest.get('format')!r}")
         retriever = cls(config, embedder=embedder)
         fingerprint = data_fingerprint(retriever.config, catalog, interactions)
         if manifest.get("fingerprint") != fingerprint:
-            raise StaleRetrieverState(f"{path}: saved for another config, catalog or rows")
+            raise StaleRetrieverStateError(f"{path}: saved for another config, catalog or rows")
         start = time.perf_counter()
         try:
             if any(c.kind == "semantic" for c in retriever.channels):
@@ -284,7 +290,7 @@ class Retriever:
                     config=retriever.config.index,
                 )
                 if vectors.shape[0] != len(catalog):
-                    raise StaleRetrieverState(f"{path}: vectors for another catalog")
+                    raise StaleRetrieverStateError(f"{path}: vectors for another catalog")
                 retriever.embeddings = ItemEmbeddings(
                     catalog, retriever.embedder, vectors, index, retriever.config.item_text
                 )
@@ -301,7 +307,7 @@ class Retriever:
                 }
                 channel.load_state(context, state)
         except (OSError, ValueError, VectorIndexError) as exc:
-            raise StaleRetrieverState(f"{path}: damaged retriever state ({exc})") from exc
+            raise StaleRetrieverStateError(f"{path}: damaged retriever state ({exc})") from exc
         retriever._set_fitted(context)
         logger.info(
             "retriever loaded: %d items, %d rows in %.2f s",
