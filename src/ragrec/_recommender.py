@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,26 +42,29 @@ from ragrec.feedback._learners import (
 from ragrec.generation import (
     ExplainConfig,
     Explainer,
+    ExplainItem,
     ExplanationResult,
     Generator,
     GeneratorConfig,
     LLMScores,
     RerankConfig,
+    TitleIndex,
     VerbalizerRanker,
     blend_scores,
     make_generator,
 )
 from ragrec.prompting import (
+    LABELS,
     Exemplar,
     ExemplarConfig,
     ExemplarPool,
     Message,
     PromptBuilder,
     PromptConfig,
-    PromptTooLongError,
     RenderedPrompt,
 )
 from ragrec.retrieval import (
+    Candidate,
     ChannelWeights,
     Filters,
     FusionFit,
@@ -203,6 +206,7 @@ class Recommendation:
             or explaining (the explanations are missing or flagged).
         reason: Why it degraded.
         cold_start: True when the user had no history.
+        llm_note: Why the LLM did not rank, and how to turn it on (None when it ranked).
     """
 
     id: str
@@ -221,6 +225,7 @@ class Recommendation:
     degraded: bool = False
     reason: str | None = None
     cold_start: bool = False
+    llm_note: str | None = None
 
     @property
     def item_ids(self) -> list[Any]:
@@ -320,6 +325,7 @@ class Recommender:
         self._generator = generator
         self._ranker: VerbalizerRanker | None = None
         self._explainer: Explainer | None = None
+        self._title_index: tuple[Catalog, TitleIndex] | None = None
         # exemplar selection embeds histories with the retriever's (cached) model when the
         # retriever has loaded one, instead of loading a second copy
         shared = self.retriever.embedder if self.retriever.embeddings is not None else None
@@ -559,13 +565,16 @@ class Recommender:
                 t_retrieval.append(time.perf_counter() - t0)
 
         blend = cfg.rerank.blend_weight
-        score = cfg.score_with_llm if cfg.score_with_llm is not None else blend > 0
+        score = cfg.llm_candidates > 0 and (
+            cfg.score_with_llm if cfg.score_with_llm is not None else blend > 0
+        )
+        note = None if score else self._llm_off_note()
         n = len(queries)
         prompts: list[RenderedPrompt | None] = [None] * n
         llm_scores: list[np.ndarray | None] = [None] * n
         degraded: list[str | None] = [None] * n
         t1 = time.perf_counter()
-        if cfg.llm_candidates > 0:
+        if score:
             requests = []
             for q, res in zip(queries, results, strict=True):
                 hist = [
@@ -577,20 +586,13 @@ class Recommender:
                 )
             todo = [i for i, r in enumerate(requests) if r["candidates"]]
             try:
-                if score:
-                    scored: list[LLMScores] = self.ranker.score_batch([requests[i] for i in todo])
-                    for i, s in zip(todo, scored, strict=True):
-                        prompts[i] = s.prompts[0] if s.prompts else None
-                        if s.degraded:
-                            degraded[i] = s.reason
-                        else:
-                            llm_scores[i] = s.logprobs
-                else:
-                    for i in todo:
-                        try:
-                            prompts[i] = self.ranker.prompts(**requests[i])[0][0]
-                        except (PromptTooLongError, RagrecError) as exc:
-                            degraded[i] = f"{type(exc).__name__}: {exc}"
+                scored: list[LLMScores] = self.ranker.score_batch([requests[i] for i in todo])
+                for i, s in zip(todo, scored, strict=True):
+                    prompts[i] = s.prompts[0] if s.prompts else None
+                    if s.degraded:
+                        degraded[i] = s.reason
+                    else:
+                        llm_scores[i] = s.logprobs
             # Serving must not fail because the LLM stage did (a backend that cannot be
             # built, an unexpected error in a backend): degrade to the retrieval order.
             except Exception as exc:
@@ -598,7 +600,7 @@ class Recommender:
                 for i in todo:
                     prompts[i], llm_scores[i] = None, None
                     degraded[i] = f"{type(exc).__name__}: {exc}"
-        t_llm = (time.perf_counter() - t1) / n
+        t_llm = (time.perf_counter() - t1) / n if score else 0.0
 
         recs = []
         for i, (q, res) in enumerate(zip(queries, results, strict=True)):
@@ -627,10 +629,9 @@ class Recommender:
                     )
                 )
             t3 = time.perf_counter()
-            if explain and cfg.explain_top > 0 and prompt is not None and degraded[i] is None:
-                items, failure = self._explain(q, items, prompt, query, catalog)
-                if failure is not None:
-                    degraded[i] = failure
+            if explain and items:
+                chosen = [res.candidates[idx] for idx in order[:k]]
+                items = self._explain(q, items, chosen, query, catalog)
             t_explain = time.perf_counter() - t3
             rec = Recommendation(
                 id=uuid.uuid4().hex,
@@ -654,8 +655,9 @@ class Recommender:
                 degraded=degraded[i] is not None,
                 reason=degraded[i],
                 cold_start=res.cold_start,
+                llm_note=note,
             )
-            self._log(rec, prompt, q, catalog)
+            self._log(rec, prompt, q, catalog, res.candidates[: cfg.llm_candidates])
             recs.append(rec)
         return recs
 
@@ -680,39 +682,60 @@ class Recommender:
         order = np.argsort(-final, kind="stable")
         return order, final
 
+    def _llm_off_note(self) -> str:
+        """Why the LLM ranking pass does not run, and how to turn it on."""
+        cfg = self.config
+        if cfg.llm_candidates == 0:
+            return "LLM ranking off: llm_candidates = 0 (retrieval only)"
+        if cfg.score_with_llm is False:
+            return "LLM ranking off: score_with_llm = false"
+        return (
+            f"LLM ranking off: blend weight {cfg.rerank.blend_weight:g} (fit on validation, "
+            f"the LLM did not improve on retrieval; {cfg.generator.model} ranks near chance). "
+            "Turn it on with a model that helps: `ragrec tune` then "
+            "`ragrec eval --ranker llm` to fit rerank.blend_weight, or a stronger "
+            "model/backend (generator.model, generator.backend = 'vllm' or 'openai')"
+        )
+
+    def _titles(self, catalog: Catalog) -> TitleIndex:
+        """The catalog's titles, indexed for checking explanations (built once per
+        catalog)."""
+        cached = self._title_index
+        if cached is None or cached[0] is not catalog:
+            cached = (catalog, TitleIndex(catalog.titles.tolist()))
+            self._title_index = cached
+        return cached[1]
+
     def _explain(
         self,
         query: RetrievalQuery,
         items: list[RecommendedItem],
-        prompt: RenderedPrompt,
+        candidates: Sequence[Candidate],
         text: str | None,
         catalog: Catalog,
-    ) -> tuple[list[RecommendedItem], str | None]:
-        """The items with explanations of the top ``explain_top``, and why explaining
-        failed when the backend did (None otherwise)."""
-        explain = [it for it in items[: self.config.explain_top] if it.label is not None]
-        if not explain:
-            return items, None
-        history = [str(catalog.titles[p]) for p in query.history]
-        try:
-            results = self.explainer.explain(
-                history=history,
-                items=[(it.item_id, it.label or "", it.title) for it in explain],
-                candidate_labels=prompt.labels,
-                query=text,
-            )
-        # Explanations are optional: a failure costs them, never the recommendation.
-        except Exception as exc:
-            logger.warning("explanations failed", exc_info=True)
-            return items, f"explanations failed: {type(exc).__name__}: {exc}"
-        by_id = {r.item_id: r for r in results}
-        backend = [r.error for r in results if r.error and r.error.startswith("backend error")]
-        failure = f"explanations failed: {backend[0]}" if backend else None
-        out = [
-            RecommendedItem(**{**asdict_shallow(it), "explanation": by_id.get(it.item_id)})
-            for it in items
-        ]
-        return out, failure
+    ) -> list[RecommendedItem]:
+        """The items with their explanations: every item gets the sentence built from its
+        retrieval evidence, the first ``explain_top`` the LLM's rewrite of it when it
+        passes the checks. Never raises: a failing LLM leaves the evidence sentences."""
+        with_evidence = self.retriever.evidence(query, candidates)
+        asked = [ExplainItem(c.item_id, c.title, c.evidence) for c in with_evidence]
+        rewrite = self.config.explain_top if self.config.explain.rewrite else 0
+        explainer: Explainer | None = None
+        reason = None
+        if rewrite:
+            try:
+                explainer = self.explainer
+            except Exception as exc:  # the backend cannot be built here: sentences only
+                reason = f"LLM unavailable: {type(exc).__name__}: {exc}"
+                logger.warning("explanation rewrites off: %s", reason)
+        if explainer is None:
+            explainer = Explainer(None, self.config.explain)
+        results = explainer.explain(
+            asked, rewrite=rewrite, titles=self._titles(catalog), query=text
+        )
+        if reason is not None:
+            results = [replace(r, rejected=reason) for r in results]
+        return [replace(it, explanation=r) for it, r in zip(items, results, strict=True)]
 
     def _log(
         self,
@@ -720,6 +743,7 @@ class Recommender:
         prompt: RenderedPrompt | None,
         query: RetrievalQuery,
         catalog: Catalog,
+        candidates: Sequence[Candidate] = (),
     ) -> None:
         """Record what was served, so feedback can be credited to channels and turned into
         exemplars (anonymous requests, ``user_id=None``, have no one to credit)."""
@@ -727,8 +751,12 @@ class Recommender:
             return
         context = {
             "history_ids": [catalog.item_ids[p] for p in query.history][-50:],
-            "candidate_ids": list(prompt.candidate_ids) if prompt else [],
-            "labels": list(prompt.labels) if prompt else [],
+            # the candidates the LLM saw (or would have), under their labels: feedback
+            # on them becomes a few-shot exemplar
+            "candidate_ids": (
+                list(prompt.candidate_ids) if prompt else [c.item_id for c in candidates]
+            ),
+            "labels": list(prompt.labels) if prompt else list(LABELS[: len(candidates)]),
         }
         try:
             self.store.log_recommendation(
@@ -1313,11 +1341,6 @@ _STORE_FILES = (
     "exemplars.json",
     "feedback.sqlite",
 )
-
-
-def asdict_shallow(item: RecommendedItem) -> dict[str, Any]:
-    """A dataclass's fields without deep-copying them."""
-    return {f: getattr(item, f) for f in item.__dataclass_fields__}
 
 
 def _retriever_config(config: RecommenderConfig, path: Path | None) -> RetrieverConfig:

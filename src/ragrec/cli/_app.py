@@ -612,11 +612,12 @@ def _recommendation_table(rec: Recommendation) -> Table:
         notes.append("cold start: no history, popular and matching items")
     if rec.degraded:
         notes.append(f"degraded: {rec.reason}")
-    table = Table(
-        title=escape(" | ".join(notes)),
-        caption=escape(f"recommendation {rec.id} ({rec.timings.get('total', 0.0):.1f} s)"),
-    )
     explained = any(item.explanation is not None for item in rec.items)
+    caption = f"recommendation {rec.id} ({rec.timings.get('total', 0.0):.2f} s)"
+    if explained:
+        n_llm = sum(1 for it in rec.items if it.explanation and it.explanation.source == "llm")
+        caption += f"; explanations: {n_llm} written by the LLM, the rest from the evidence"
+    table = Table(title=escape(" | ".join(notes)), caption=escape(caption))
     table.add_column("#", justify="right")
     table.add_column("title", ratio=2)
     table.add_column("score", justify="right")
@@ -630,14 +631,8 @@ def _recommendation_table(rec: Recommendation) -> Table:
             f"{item.score:.3f}",
             escape(" ".join(f"{c}:{r}" for c, r, _ in item.channels)),
         ]
-        exp = item.explanation
         if explained:
-            if exp is None:
-                row.append("")
-            elif exp.valid and exp.reason:
-                row.append(escape(exp.reason))
-            else:
-                row.append(escape(f"(dropped: {exp.error})"))
+            row.append(escape(item.explanation.text) if item.explanation else "")
         table.add_row(*row)
     return table
 
@@ -652,7 +647,11 @@ def recommend_cmd(
         str | None, typer.Option(help="Free-text request, e.g. 'space horror'.")
     ] = None,
     explain: Annotated[
-        bool, typer.Option(help="Explain the top items with the LLM (explain_top of the store).")
+        bool,
+        typer.Option(
+            help="Explain every item from its retrieval evidence; the LLM rewrites the top "
+            "explain_top of them."
+        ),
     ] = True,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the Recommendation as JSON.")
@@ -673,6 +672,8 @@ def recommend_cmd(
         sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
         return
     out.print(_recommendation_table(result))
+    if result.llm_note:
+        out.print(escape(result.llm_note))
 
 
 @app.command("chat")

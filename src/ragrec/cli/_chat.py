@@ -209,6 +209,7 @@ class ChatSession:
         self.user = user
         self.k = k
         self.explain = explain
+        self._noted: str | None = None
         self.last: Recommendation | None = None
         self._last_request = ""
         self._reactions: list[dict[str, Any]] = []
@@ -271,6 +272,9 @@ class ChatSession:
         rec = self.recommender.recommend(user, k=self.k, query=text or None, explain=self.explain)
         self.last, self._last_request = rec, text
         data: dict[str, Any] = rec.to_dict()
+        if rec.llm_note and rec.llm_note == self._noted:
+            data["llm_note"] = None  # said once per session
+        self._noted = rec.llm_note or self._noted
         changes = self._changes(previous, rec)
         if changes:
             data["changes"] = changes
@@ -324,7 +328,7 @@ class ChatSession:
                 "model": f"{rec.backend}:{rec.model}",
                 "degraded": rec.degraded,
                 "reason": rec.reason,
-                "explained": item.explanation is not None and item.explanation.valid,
+                "explained": item.explanation is not None,
                 "note": self._explain_note(rec, item),
             },
         )
@@ -376,18 +380,13 @@ class ChatSession:
 
     def _explain_note(self, rec: Recommendation, item: RecommendedItem) -> str:
         exp = item.explanation
-        if exp is not None:
-            return "" if exp.valid else f"the explanation was dropped: {exp.error}"
-        top = self.recommender.config.explain_top
-        if not self.explain:
+        if exp is None:
             return "explanations are off (--no-explain)"
-        if rec.degraded:
-            return f"the LLM step failed, so nothing was explained: {rec.reason}"
-        if item.label is None:
-            return "the LLM did not see this item (it came from deeper in the retrieval list)"
-        if item.rank > top:
-            return f"only the top {top} items are explained (explain_top)"
-        return "not explained"
+        if exp.source == "llm":
+            return "worded by the LLM from the evidence below (checked: it names no other title)"
+        if exp.rejected:
+            return f"built from the evidence below; the LLM's wording was not used: {exp.rejected}"
+        return "built from the evidence below"
 
 
 def _weight_changes(
@@ -513,8 +512,8 @@ def _render_recommendations(data: Mapping[str, Any], console: Console) -> None:
     for item in data["items"]:
         title = escape(str(item["title"]))
         exp = item.get("explanation")
-        if exp and exp.get("valid") and exp.get("reason"):
-            title += f"\n[italic]{escape(exp['reason'])}[/]"
+        if exp and exp.get("text"):
+            title += f"\n[italic]{escape(exp['text'])}[/]"
         table.add_row(
             f"{item['rank']}.",
             title,
@@ -522,18 +521,32 @@ def _render_recommendations(data: Mapping[str, Any], console: Console) -> None:
             _channels_text(item["channels"]),
         )
     console.print(table)
+    if data.get("llm_note"):
+        console.print(f"[dim]{escape(data['llm_note'])}[/]", soft_wrap=True)
 
 
 def _render_why(data: Mapping[str, Any], console: Console) -> None:
     item = data["item"]
     console.print(f"[bold]{data['n']}. {escape(str(item['title']))}[/] [dim]({item['item_id']})[/]")
     exp = item.get("explanation")
-    if exp and exp.get("valid"):
-        console.print(f"  why: {escape(str(exp['reason']))}")
-        if exp.get("because"):
-            console.print(f"  because you saw: {escape(', '.join(exp['because']))}")
+    if exp:
+        console.print(f"  why: {escape(str(exp['text']))}")
     if data.get("note"):
         console.print(f"  [dim]{escape(data['note'])}[/]")
+    evidence = exp.get("evidence") if exp else None
+    if evidence:
+        for share in evidence["channels"]:
+            console.print(f"  evidence: {share['channel']} {share['share']:.0%} of the score")
+        for h in evidence["history"]:
+            console.print(
+                f"  evidence: your {escape(str(h['title']))} adds {h['share']:.0%} "
+                f"(via {', '.join(h['channels'])})"
+            )
+        facts = [*evidence.get("genres", ())]
+        if evidence.get("decade"):
+            facts.append(evidence["decade"])
+        if facts:
+            console.print(f"  evidence: shares {escape(', '.join(facts))} with your history")
     lp = item.get("llm_logprob")
     console.print(
         f"  score {item['score']:.3f} = retrieval {item['retrieval_score']:.3f}"

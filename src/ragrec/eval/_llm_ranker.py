@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,12 @@ from ragrec.eval._rankers import Ranker, UserBatch
 from ragrec.generation import (
     ExplainConfig,
     Explainer,
+    ExplainItem,
     ExplanationResult,
     Generator,
     GeneratorConfig,
     LLMScores,
+    TitleIndex,
     make_generator,
 )
 from ragrec.generation._rerank import RerankConfig, VerbalizerRanker, blend_scores, fit_blend_weight
@@ -110,9 +113,10 @@ class LLMRanker(Ranker):
         self.blend_table: dict[float, float] = {}
         self.degraded = 0
         self.scored = 0
-        self.explained = 0
-        self.explained_invalid = 0
+        self.explained = self.explained_llm = self.rewrites = 0
         self.explain_seconds = 0.0
+        self._labels: dict[Any, str] = {}
+        self._title_index: TitleIndex | None = None
         self.stage_seconds = {"retrieve": 0.0, "llm": 0.0}
         self._extras: dict[Any, dict[str, Any]] = {}
 
@@ -132,7 +136,8 @@ class LLMRanker(Ranker):
         self.retriever.fit(catalog, interactions)
         self._catalog = catalog
         self.degraded = self.scored = 0
-        self.explained = self.explained_invalid = 0
+        self.explained = self.explained_llm = self.rewrites = 0
+        self._title_index = None
         self.explain_seconds = 0.0
         self.stage_seconds = {"retrieve": 0.0, "llm": 0.0}
         self._extras = {}
@@ -252,10 +257,12 @@ class LLMRanker(Ranker):
                 blended = blend_scores(ret, llm.logprobs, self.blend_weight)
                 out[row, positions] = 1000.0 + blended
                 if self.config.explain_top:
-                    results = self._explain(explainer, queries[row], positions, blended, llm)
+                    results = self._explain(
+                        explainer, queries[row], deep[row], positions, blended, llm
+                    )
             if self.config.explain_top:
                 extras[_key(queries[row].user_id)] = {
-                    "explanations": [_as_json(r) for r in results]
+                    "explanations": [_as_json(r, self._labels) for r in results]
                 }
         self._extras = extras
         return out
@@ -264,42 +271,40 @@ class LLMRanker(Ranker):
         self,
         explainer: Explainer,
         query: RetrievalQuery,
+        candidates: CandidateList,
         positions: np.ndarray,
         blended: np.ndarray,
         llm: LLMScores,
     ) -> list[ExplanationResult]:
-        """Explanations of the top ``explain_top`` items of one user's final ranking, each
-        under the label it had in the (first) ranking prompt."""
-        catalog = self._catalog
+        """Explanations of the top ``explain_top`` items of one user's final ranking, from
+        their retrieval evidence (rewritten by the LLM, checked), as the product writes
+        them; each item's label is the one it had in the (first) ranking prompt."""
         n = len(positions)
         if llm.prompts:
             prompt = llm.prompts[0]
-            labels = prompt.labels
-            label_of = {item: prompt.label_of(item) for item in prompt.candidate_ids}
+            self._labels = {item: prompt.label_of(item) for item in prompt.candidate_ids}
         else:  # the prompt could not be rendered: the labels it would have shown
             order = self.ranker.builder.order(query.user_id, n, 0)
-            labels = LABELS[:n]
-            label_of = {llm.item_ids[i]: LABELS[j] for j, i in enumerate(order)}
+            self._labels = {llm.item_ids[i]: LABELS[j] for j, i in enumerate(order)}
         top = np.argsort(-blended, kind="stable")[: self.config.explain_top]
-        items = [
-            (
-                catalog.item_ids[positions[i]],
-                label_of[catalog.item_ids[positions[i]]],
-                str(catalog.titles[positions[i]]),
-            )
-            for i in top
-        ]
-        history = [str(catalog.titles[p]) for p in query.history]
-        results = explainer.explain(history=history, items=items, candidate_labels=labels)
+        chosen = self.retriever.evidence(query, [candidates.candidates[i] for i in top])
+        if self._title_index is None:
+            self._title_index = TitleIndex(self._catalog.titles.tolist())
+        results = explainer.explain(
+            [ExplainItem(c.item_id, c.title, c.evidence) for c in chosen],
+            rewrite=len(chosen),
+            titles=self._title_index,
+        )
         for r in results:
-            self.explained += int(r.valid)
-            self.explained_invalid += int(not r.valid)
+            self.explained += 1
+            self.explained_llm += int(r.source == "llm")
+            self.rewrites += int(r.llm_text is not None)
             self.explain_seconds += r.seconds
         return results
 
     def user_extras(self, batch: UserBatch) -> list[dict[str, Any]]:
         """Per user of the batch just scored: ``{"explanations": [...]}`` when
-        ``explain_top > 0`` (item, label, reason, because, valid, attempts, error,
+        ``explain_top > 0`` (item, label, text, source, template, cited, rejected,
         seconds per item, best first), else nothing."""
         return [self._extras.get(_key(u), {}) for u in batch.user_ids]
 
@@ -310,7 +315,6 @@ class LLMRanker(Ranker):
         the seconds spent retrieving and in the LLM's ranking pass (``stage_seconds``,
         validation users of the blend fit included)."""
         info = self.generator.info
-        total = self.explained + self.explained_invalid
         return {
             "backend": info.backend,
             "model": info.model,
@@ -321,8 +325,9 @@ class LLMRanker(Ranker):
             "scored": self.scored,
             "exemplar_pool": len(self.exemplars) if self.exemplars is not None else 0,
             "explanations": self.explained,
-            "explanations_invalid": self.explained_invalid,
-            "invalid_rate": self.explained_invalid / total if total else 0.0,
+            "explanations_llm": self.explained_llm,
+            "rewrites": self.rewrites,
+            "rewrite_acceptance": self.explained_llm / self.rewrites if self.rewrites else 0.0,
             "explain_seconds": self.explain_seconds,
             "stage_seconds": dict(self.stage_seconds),
         }
@@ -332,14 +337,14 @@ def _key(user_id: Any) -> Any:
     return user_id.item() if isinstance(user_id, np.generic) else user_id
 
 
-def _as_json(result: ExplanationResult) -> dict[str, Any]:
+def _as_json(result: ExplanationResult, labels: Mapping[Any, str]) -> dict[str, Any]:
     return {
         "item": _key(result.item_id),
-        "label": result.label,
-        "reason": result.reason,
-        "because": list(result.because),
-        "valid": result.valid,
-        "attempts": result.attempts,
-        "error": result.error,
+        "label": labels.get(result.item_id),
+        "text": result.text,
+        "source": result.source,
+        "template": result.template,
+        "cited": [_key(c) for c in result.cited],
+        "rejected": result.rejected,
         "seconds": round(result.seconds, 3),
     }

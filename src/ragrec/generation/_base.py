@@ -33,8 +33,10 @@ class GeneratorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["transformers", "vllm", "openai"] = Field(
-        default="transformers", description="transformers (CPU or GPU), vllm, or openai."
+    backend: Literal["llamacpp", "transformers", "vllm", "openai"] = Field(
+        default="transformers",
+        description="llamacpp (a GGUF as shipped, CPU), transformers (CPU or GPU; peft "
+        "adapters, tuning), vllm, or openai.",
     )
     model: str = Field(
         default=BUNDLED_MODEL,
@@ -162,9 +164,11 @@ class Generator(Protocol):
         *,
         max_tokens: int = 64,
         json_schema: dict[str, Any] | None = None,
+        stop: Sequence[str] | None = None,
     ) -> list[str]:
         """Greedy completions of chat-formatted prompt texts, optionally constrained to
-        a JSON schema."""
+        a JSON schema; a completion ends before the first of ``stop`` it produces (the
+        stop text is not returned)."""
         ...
 
 

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 _WORD = re.compile(r"[^\W\d_]{2,}")
-_YEAR = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
+_YEAR = re.compile(r"\s*\((\d{4})(?:[-\u2013]\d{0,4})?\)\s*$")
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,80})[\"”]")
 # Phrases a rewrite may copy from the prompt without saying anything.
 _PLACEHOLDERS = frozenset({"a title from the history", "...", "one sentence", "facts"})
@@ -55,7 +55,8 @@ def _title_key(title: str) -> str:
 
 
 _ARTICLE_LAST = re.compile(
-    r"^(?P<name>.+?), (?P<article>The|A|An)(?P<alt> \([^()]*\))?(?P<year> \(\d{4}(?:[-–]\d{0,4})?\))?$"
+    r"^(?P<name>.+?), (?P<article>The|A|An)(?P<alt> \([^()]*\))?"
+    r"(?P<year> \(\d{4}(?:[-\u2013]\d{0,4})?\))?$"
 )
 
 
@@ -115,10 +116,10 @@ class TitleIndex:
         # Part III" holds "Back to the Future")
         masked = list(words)
         for title in allowed:
-            key = _title_key(title).split()
-            n = len(key)
+            seq = _title_key(title).split()
+            n = len(seq)
             for i in range(len(masked) - n + 1):
-                if n and masked[i : i + n] == key:
+                if n and masked[i : i + n] == seq:
                     masked[i : i + n] = [""] * n
         for n in range(self._longest, 1, -1):
             for i in range(len(masked) - n + 1):
@@ -323,16 +324,18 @@ class Explainer:
         tokens = [0] * len(items)
         failure: str | None = None
         if n:
-            prompts = [self.prompt(it, base[i][0], query) for i, it in enumerate(items[:n])]
+            asked = [self.prompt(it, base[i][0], query) for i, it in enumerate(items[:n])]
             try:
                 assert self.generator is not None
-                outputs = self.generator.generate(prompts, max_tokens=self.config.max_tokens)
+                outputs = self.generator.generate(
+                    [p for p, _ in asked], max_tokens=self.config.max_tokens, stop=["\n"]
+                )
             except (RagrecError, RuntimeError, OSError, TimeoutError) as exc:
                 logger.warning("explanation rewrites failed: %s", exc)
                 failure = f"backend error: {type(exc).__name__}: {exc}"
             else:
                 for i, out in enumerate(outputs[:n]):
-                    texts[i] = _first_sentence(out)
+                    texts[i] = _first_sentence(asked[i][1] + out)
                     tokens[i] = self._count(out)
         each = (time.perf_counter() - start) / max(1, len(items))
         known = titles
@@ -384,22 +387,22 @@ class Explainer:
         except Exception:  # a tokenizer without encode: count words instead
             return len(text.split())
 
-    def prompt(self, item: ExplainItem, sentence: str, query: str | None) -> str:
-        """The chat-formatted rewrite prompt of one item."""
+    def prompt(self, item: ExplainItem, sentence: str, query: str | None) -> tuple[str, str]:
+        """The chat-formatted rewrite prompt of one item, and the start of the reply
+        written for the model (the template's ``assistant`` text, already at the prompt's
+        end)."""
         assert self.generator is not None
         values = {
-            "item": sanitize(item.title),
+            "item": display_title(item.title),
             "evidence": sentence,
-            "query": f"Request: <data>{sanitize(query)}</data>\n" if query else "",
-            "history": "",
-            "label": "",
-            "candidates": "",
+            "query": f"Request: {sanitize(query)}\n" if query else "",
         }
         used = {k: v for k, v in values.items() if k in self.template.variables}
         messages = [Message("user", self.template.user.format(**used))]
         if self.template.system:
             messages.insert(0, Message("system", self.template.system.format(**used)))
-        return self.generator.tokenizer.chat_text(messages)
+        start = self.template.assistant.format(**used)
+        return self.generator.tokenizer.chat_text(messages) + start, start
 
     def validate(
         self,

@@ -17,6 +17,12 @@ def make_generator(config: GeneratorConfig | None = None) -> Generator:
         ConfigError: The backend is not available here (with an install hint).
     """
     cfg = config or GeneratorConfig()
+    if cfg.backend == "llamacpp":
+        from ragrec.generation._llamacpp import INSTALL_HINT, LlamaCppGenerator
+
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ConfigError(INSTALL_HINT)
+        return LlamaCppGenerator(cfg)
     if cfg.backend == "transformers":
         from ragrec.generation._transformers import TransformersGenerator
 
@@ -34,5 +40,5 @@ def make_generator(config: GeneratorConfig | None = None) -> Generator:
 
         return OpenAIGenerator(cfg)
     raise ConfigError(
-        f"generation backend {cfg.backend!r} is unknown; use transformers, vllm or openai"
+        f"generation backend {cfg.backend!r} is unknown; use llamacpp, transformers, vllm or openai"
     )

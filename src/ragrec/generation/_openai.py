@@ -237,6 +237,7 @@ class OpenAIGenerator:
         *,
         max_tokens: int = 64,
         json_schema: dict[str, Any] | None = None,
+        stop: Sequence[str] | None = None,
     ) -> list[str]:
         if max_tokens < 1:
             raise ConfigError(f"max_tokens={max_tokens} must be >= 1")
@@ -248,6 +249,8 @@ class OpenAIGenerator:
                 "max_tokens": max_tokens,
                 "temperature": 0.0,
             }
+            if stop:
+                body["stop"] = list(stop)
             if json_schema is not None:
                 body["response_format"] = {
                     "type": "json_schema",

@@ -329,6 +329,7 @@ class TransformersGenerator:
         *,
         max_tokens: int = 64,
         json_schema: dict[str, Any] | None = None,
+        stop: Sequence[str] | None = None,
     ) -> list[str]:
         import torch
 
@@ -348,10 +349,12 @@ class TransformersGenerator:
                 }
                 if processor is not None:
                     kwargs["logits_processor"] = [processor()]
+                if stop:
+                    kwargs["stop_strings"] = list(stop)
+                    kwargs["tokenizer"] = tok.hf
                 result = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
-                outputs.append(
-                    str(tok.hf.decode(result[0, ids.shape[1] :], skip_special_tokens=True))
-                )
+                text = str(tok.hf.decode(result[0, ids.shape[1] :], skip_special_tokens=True))
+                outputs.append(_cut(text, stop))
         return outputs
 
     def _json_processor(self, schema: dict[str, Any]) -> Any:
@@ -372,3 +375,12 @@ class TransformersGenerator:
             self._grammar_compiler = xgrammar.GrammarCompiler(info)
         compiled = self._grammar_compiler.compile_json_schema(json.dumps(schema))
         return lambda: xgrammar.contrib.hf.LogitsProcessor(compiled)
+
+
+def _cut(text: str, stop: Sequence[str] | None) -> str:
+    """``text`` up to the first of ``stop`` in it."""
+    for s in stop or ():
+        at = text.find(s)
+        if at >= 0:
+            text = text[:at]
+    return text

@@ -213,12 +213,15 @@ class VLLMGenerator:
         *,
         max_tokens: int = 64,
         json_schema: dict[str, Any] | None = None,
+        stop: Sequence[str] | None = None,
     ) -> list[str]:
         if max_tokens < 1:
             raise ConfigError(f"max_tokens={max_tokens} must be >= 1")
         vllm = self._vllm()
         llm = self._load()
         kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": 0.0}
+        if stop:
+            kwargs["stop"] = list(stop)
         if json_schema is not None:
             from vllm.sampling_params import StructuredOutputsParams
 
