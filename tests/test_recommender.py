@@ -37,8 +37,7 @@ from ragrec import (
     Recommender,
 )
 from ragrec.feedback import FeedbackConflictError, InvalidFeedbackError, open_store
-from ragrec.generation import blend_scores
-from ragrec.prompting import sanitize
+from ragrec.generation import blend_scores, display_title
 from ragrec.retrieval import Filters
 
 N_ITEMS = 200
@@ -86,6 +85,8 @@ def build(data: tuple[Catalog, Interactions], tmp_path_factory: pytest.TempPathF
             "retriever": {"cache_dir": str(cache), "item_text": ITEM_TEXT, "fusion": {"depth": 30}},
             "llm_candidates": 0,
             "exemplars": {"k": 0},
+            # evidence sentences only: the tests that need the LLM's rewrites turn them on
+            "explain": {"rewrite": False},
         }
         return Recommender.build(
             data[0],
@@ -300,11 +301,14 @@ def test_recommend_batch_matches_single_requests(
 
 def test_the_llm_ranks_and_explains(build: Build, user: int) -> None:
     """The real bundled model: the blend orders the candidates it saw, every item has
-    its label and log-probability, and the top item's explanation is valid or flagged."""
+    its label and log-probability and an explanation; the top item's is the LLM's
+    checked rewrite or, when the rewrite failed a check, the evidence sentence with the
+    reason."""
     rec = build(
         llm=real_generator(),
         llm_candidates=6,
         explain_top=1,
+        explain={"rewrite": True},
         rerank={"blend_weight": 0.5},
         exemplars={"k": 1, "selection": "fixed", "n_seed": 20},
     )
@@ -312,6 +316,7 @@ def test_the_llm_ranks_and_explains(build: Build, user: int) -> None:
 
     assert not result.degraded, result.reason
     assert result.llm_ranked
+    assert result.llm_note is None
     assert result.blend_weight == 0.5
     assert result.prompt_id
     assert result.prompt_hash
@@ -333,19 +338,102 @@ def test_the_llm_ranks_and_explains(build: Build, user: int) -> None:
     assert result.timings["llm_rank"] > 0
     assert result.timings["explain"] > 0
 
+    history = {i for i, _ in rec.history(user)}
     top, rest = result.items[0], result.items[1:]
     exp = top.explanation
     assert exp is not None
     assert exp.item_id == top.item_id
-    assert exp.label == top.label
-    if exp.valid:
-        assert exp.reason
-        assert exp.error is None
-        assert set(exp.because) <= {sanitize(t) for _, t in rec.history(user)}
+    assert exp.llm_text, "the top item's rewrite was asked for"
+    assert exp.tokens > 0
+    if exp.source == "llm":
+        assert exp.text == exp.llm_text
+        assert exp.rejected is None
     else:
-        assert exp.reason is None
-        assert exp.error, "an invalid explanation must be flagged"
-    assert all(it.explanation is None for it in rest)
+        assert exp.text == exp.template
+        assert exp.rejected
+        assert exp.rejected.startswith("rejected: ")
+    assert set(exp.cited) <= history
+    for it in rest:
+        assert it.explanation is not None
+        assert it.explanation.source == "template"
+        assert it.explanation.text == it.explanation.template
+        assert it.explanation.rejected == "beyond explain_top"
+        assert it.explanation.llm_text is None
+        assert set(it.explanation.cited) <= history
+    rec.close()
+
+
+def test_every_item_is_explained_from_its_evidence(rec: Recommender, user: int) -> None:
+    """Without the LLM, every item gets the sentence built from its own evidence: the
+    history items it cites are the user's, named in the sentence, and they carry the
+    largest share of the item's score among its history evidence."""
+    result = rec.recommend(user, k=10, explain=True)
+    history = dict(rec.history(user))
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert len(data["items"]) == 10
+    for it, as_json in zip(result.items, data["items"], strict=True):
+        exp = it.explanation
+        assert exp is not None, f"item {it.item_id} has no explanation"
+        assert exp.item_id == it.item_id
+        assert exp.source == "template"
+        assert exp.text == exp.template
+        assert exp.text.endswith(".")
+        assert "dropped" not in exp.text
+        assert exp.rejected == "rewrites off (explain.rewrite = false)"
+        ev = exp.evidence
+        assert ev is not None
+        assert ev.channels, "every candidate came from some channel"
+        assert sum(c.share for c in ev.channels) == pytest.approx(1.0)
+        assert {c.channel for c in ev.channels} <= {c for c, _, _ in it.channels}
+        shares = [h.share for h in ev.history]
+        assert shares == sorted(shares, reverse=True)
+        assert all(0 < s <= 1 for s in shares)
+        assert set(exp.cited) <= set(history)
+        assert list(exp.cited) == [h.item_id for h in ev.history][: len(exp.cited)]
+        for cited in exp.cited:
+            assert display_title(history[cited]) in exp.text
+        assert as_json["explanation"]["text"] == exp.text
+    assert any(it.explanation and it.explanation.cited for it in result.items), (
+        "a warm user's items cite their history"
+    )
+    assert result.timings["llm_rank"] == 0.0
+
+
+def test_a_cold_user_gets_explanations_without_history(rec: Recommender) -> None:
+    result = rec.recommend("nobody at all", k=5, explain=True)
+    assert result.cold_start
+    for it in result.items:
+        assert it.explanation is not None
+        assert it.explanation.cited == ()
+        assert it.explanation.text.endswith(".")
+
+
+def test_blend_weight_zero_runs_no_llm_ranking_pass(build: Build, user: int) -> None:
+    """With blend weight 0 the LLM cannot change the order: no prompt is scored (a
+    generator that counts calls sees none), llm_rank takes 0 s and the result says how
+    to turn the ranking on; served candidates are still logged under their labels, so
+    feedback still becomes exemplars."""
+    counting = FailingGenerator(real_generator().tokenizer)
+    rec = build(llm=counting, llm_candidates=6, exemplars={"k": 0, "n_seed": 0})
+    result = rec.recommend(user, k=5, explain=True)
+
+    assert counting.calls == 0
+    assert not result.degraded
+    assert not result.llm_ranked
+    assert result.prompt_id is None
+    assert result.timings["llm_rank"] == 0.0
+    assert result.llm_note is not None
+    assert "LLM ranking off: blend weight 0" in result.llm_note
+    assert "ragrec tune" in result.llm_note
+    logged = rec.store.recommendation(result.id)
+    assert logged is not None
+    context = logged.context or {}
+    assert len(context["candidate_ids"]) == 6
+    assert context["labels"] == list("ABCDEF")
+    out = rec.feedback(
+        {"user_id": user, "item_id": result.item_ids[0], "kind": "like", "rec_id": result.id}
+    )
+    assert out.get("exemplar") in rec.pool
     rec.close()
 
 
@@ -353,20 +441,36 @@ def test_the_llm_ranks_and_explains(build: Build, user: int) -> None:
 def test_a_failing_llm_degrades_to_the_retrieval_order(
     build: Build, rec: Recommender, user: int, blend: float
 ) -> None:
+    """A backend that is down: ranking (when on) degrades to the retrieval order,
+    flagged; explanations keep the evidence sentences, saying why the rewrite is
+    missing."""
     failing = FailingGenerator(real_generator().tokenizer)
-    broken = build(llm=failing, llm_candidates=6, explain_top=2, rerank={"blend_weight": blend})
+    broken = build(
+        llm=failing,
+        llm_candidates=6,
+        explain_top=2,
+        explain={"rewrite": True},
+        rerank={"blend_weight": blend},
+    )
     result = broken.recommend(user, k=5, explain=True)
 
     assert failing.calls >= 1
-    assert result.degraded
-    assert result.reason
-    assert "refused the connection" in result.reason
+    assert result.degraded == (blend > 0)
+    if blend > 0:
+        assert result.reason
+        assert "refused the connection" in result.reason
     assert not result.llm_ranked
     assert result.blend_weight == 0.0
     assert result.item_ids == rec.recommend(user, k=5, explain=False).item_ids
     assert all(it.llm_logprob is None for it in result.items)
-    for it in result.items:
-        assert it.explanation is None or not it.explanation.valid
+    for n, it in enumerate(result.items):
+        exp = it.explanation
+        assert exp is not None
+        assert exp.source == "template"
+        assert exp.text
+        if n < 2:
+            assert exp.rejected
+            assert "refused the connection" in exp.rejected
     broken.close()
 
 

@@ -76,6 +76,7 @@ class FailingGenerator:
         *,
         max_tokens: int = 64,
         json_schema: dict[str, Any] | None = None,
+        stop: Sequence[str] | None = None,
     ) -> list[str]:
         self.calls += 1
         raise self.error

@@ -14,6 +14,7 @@ from ragrec.generation._explain import (
     ExplainItem,
     ExplanationResult,
     TitleIndex,
+    display_title,
     evidence_sentence,
 )
 from ragrec.generation._export import (
@@ -51,6 +52,7 @@ __all__ = [
     "blend_scores",
     "content_free_prior",
     "default_export_dir",
+    "display_title",
     "evidence_sentence",
     "export_model",
     "fit_blend_weight",

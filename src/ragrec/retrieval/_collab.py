@@ -277,11 +277,22 @@ class ALSChannel(VectorChannel):
         vectors[~known] = 0.0
         return vectors, known
 
+    def _gram(self) -> tuple[np.ndarray, np.ndarray]:
+        """The item factors in float64 and ``Y'Y + reg I``, computed once per fit."""
+        vectors = self._vectors
+        cached = getattr(self, "_gram_cache", None)
+        if cached is None or cached[0] is not vectors:
+            y = vectors.astype(np.float64)
+            gram = y.T @ y + self.config.regularization * np.eye(y.shape[1])
+            cached = (vectors, y, gram)
+            self._gram_cache = cached
+        return cached[1], cached[2]
+
     def user_vectors(self, queries: Sequence[RetrievalQuery]) -> np.ndarray:
-        y = self._vectors.astype(np.float64)
+        y, gram = self._gram()
         cfg = self.config
-        gram = y.T @ y + cfg.regularization * np.eye(y.shape[1])
         out = np.zeros((len(queries), y.shape[1]), dtype=np.float32)
+        rows, systems, targets = [], [], []
         for r, q in enumerate(queries):
             pos, w = latest_weights(q.history, cfg.recency)
             pos, w = pos[self._known[pos]], w[self._known[pos]]
@@ -289,12 +300,17 @@ class ALSChannel(VectorChannel):
                 continue
             yh = y[pos]
             conf = cfg.alpha * w
-            a = gram + (yh.T * (conf - 1.0)) @ yh
-            b = yh.T @ conf
-            try:
-                out[r] = np.linalg.solve(a, b)
-            except np.linalg.LinAlgError:
-                out[r] = np.linalg.lstsq(a, b, rcond=None)[0]
+            rows.append(r)
+            systems.append(gram + (yh.T * (conf - 1.0)) @ yh)
+            targets.append(yh.T @ conf)
+        if not rows:
+            return out
+        a, b = np.stack(systems), np.stack(targets)
+        try:
+            out[rows] = np.linalg.solve(a, b[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            for r, ai, bi in zip(rows, a, b, strict=True):
+                out[r] = np.linalg.lstsq(ai, bi, rcond=None)[0]
         return out
 
 
