@@ -10,12 +10,15 @@ import pytest
 
 from ragrec.generation import (
     Explainer,
+    ExplainItem,
     GeneratorConfig,
+    TitleIndex,
     VerbalizerRanker,
     make_generator,
 )
 from ragrec.generation._transformers import TransformersGenerator
 from ragrec.prompting import Message, PromptBuilder
+from ragrec.retrieval import ChannelShare, Evidence, HistoryEvidence
 
 pytestmark = pytest.mark.vllm
 
@@ -71,35 +74,50 @@ def test_repeated_prompts_give_the_same_scores(vllm_generator: Any) -> None:
 
 
 def check_structured_explanations(gen: Any) -> None:
-    """The backend's structured output keeps to the explanation schema; the Explainer
-    accepts it or drops it with a flag (a 135M model's reasons may be too thin)."""
+    """The backend keeps JSON-schema output to the schema and stops at a stop string; the
+    Explainer's rewrites through it are used only when they pass the checks, the
+    evidence sentence otherwise (a 135M model's rewrite may be too thin), and never fail
+    as a backend error."""
     import json
 
-    explainer = Explainer(gen)
     titles = [t for _, t in HISTORY]
-    schema = explainer.schema("D", titles)
+    schema = {
+        "type": "object",
+        "properties": {
+            "label": {"type": "string", "enum": ["D"]},
+            "because": {"type": "array", "items": {"type": "string", "enum": titles}},
+        },
+        "required": ["label", "because"],
+        "additionalProperties": False,
+    }
     prompt = PromptBuilder(gen.tokenizer).tokenizer.chat_text(
         [Message("user", f"History: {titles}. Why watch D. {TITLES[3]}? Answer in JSON.")]
     )
     (text,) = gen.generate([prompt], max_tokens=80, json_schema=schema)
     data = json.loads(text)  # structured output: always JSON of the schema's shape
     assert data["label"] == "D"
-    assert set(data) == {"label", "reason", "because"}
+    assert set(data) == {"label", "because"}
     assert set(data["because"]) <= set(titles)
-    results = explainer.explain(
-        history=titles,
-        items=[(100, "A", TITLES[0]), (103, "D", TITLES[3])],
-        candidate_labels=list("ABCDEFGHIJ"),
+    (line,) = gen.generate([prompt], max_tokens=40, stop=["\n"])
+    assert "\n" not in line
+
+    evidence = Evidence(
+        channels=(ChannelShare("transition", "transition", 1.0, 1),),
+        history=tuple(HistoryEvidence(i, t, 0.5, ("transition",)) for i, t in HISTORY[:2]),
+        genres=("Sci-Fi",),
     )
-    assert [r.label for r in results] == ["A", "D"]
+    items = [ExplainItem(100, TITLES[0], evidence), ExplainItem(103, TITLES[3], evidence)]
+    results = Explainer(gen).explain(items, rewrite=2, titles=TitleIndex(titles + TITLES))
+    assert [r.item_id for r in results] == [100, 103]
     for r in results:
-        if r.valid:
-            assert r.reason
-            assert set(r.because) <= set(titles)
+        assert r.llm_text is not None
+        if r.source == "llm":
+            assert r.rejected is None
+            assert set(r.cited) <= {i for i, _ in HISTORY[:2]}
         else:
-            assert r.attempts == 2
-            assert r.error
-            assert not r.error.startswith("backend error"), r.error
+            assert r.text == r.template
+            assert r.rejected is not None
+            assert r.rejected.startswith("rejected: "), r.rejected
 
 
 def test_explanations_follow_the_schema(vllm_generator: Any) -> None:

@@ -125,6 +125,43 @@ def test_repeat_like_dislike_and_why(recommender: Recommender) -> None:
     assert "not an item number" in session.handle("/like x").data["message"]
 
 
+def test_why_shows_the_explanation_and_its_evidence(recommender: Recommender) -> None:
+    """Every item of a list carries its explanation; /why N prints it with the evidence
+    it came from; the line saying the LLM ranking is off comes once per session."""
+    from rich.console import Console
+
+    from ragrec.cli._chat import render
+
+    saved = recommender.config
+    recommender.config = saved.model_copy(
+        update={"explain": saved.explain.model_copy(update={"rewrite": False})}
+    )
+    try:
+        session = ChatSession(recommender, user=3, k=3, explain=True)
+        first = session.handle("")
+        assert all(i["explanation"]["text"] for i in first.data["items"])
+        assert first.data["llm_note"].startswith("LLM ranking off: blend weight 0")
+        again = session.handle("")
+        assert again.data["llm_note"] is None  # said once
+        why = session.handle("/why 1")
+        exp = why.data["item"]["explanation"]
+        assert why.data["explained"] is True
+        assert why.data["note"].startswith("built from the evidence below")
+        assert exp["evidence"]["channels"]
+        console = Console(record=True, width=200)
+        render(first, console)
+        render(why, console)
+        text = console.export_text()
+        for item in first.data["items"]:
+            assert item["explanation"]["text"] in " ".join(text.split())
+        assert "dropped" not in text
+        assert text.count("LLM ranking off") == 1
+        assert "evidence: " in text
+        assert f"why: {exp['text']}" in " ".join(text.split())
+    finally:
+        recommender.config = saved
+
+
 def test_forget_a_new_user(recommender: Recommender) -> None:
     session = ChatSession(recommender, user=777001, k=3, explain=False)
     cold = session.handle("")

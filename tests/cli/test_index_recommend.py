@@ -206,7 +206,9 @@ def test_recommend_errors(built: tuple[Path, dict[str, Any]], tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_recommend_with_an_explanation(built: tuple[Path, dict[str, Any]]) -> None:
-    """The real LLM writes (or validly drops) the top item's explanation."""
+    """Every item is explained; the real LLM rewrites the top item's evidence sentence
+    (used when it passes the checks); the table shows no dropped explanation and says
+    once that the LLM ranking is off."""
     store, _ = built
     result = _invoke("recommend", str(store), "1", "--k", "3", "--json")
     assert result.exit_code == 0, result.output
@@ -215,8 +217,21 @@ def test_recommend_with_an_explanation(built: tuple[Path, dict[str, Any]]) -> No
     exp = top["explanation"]
     assert exp is not None
     assert exp["item_id"] == top["item_id"]
-    if exp["valid"]:
-        assert exp["reason"]
+    assert exp["text"]
+    assert exp["llm_text"] is not None
+    if exp["source"] == "llm":
+        assert exp["rejected"] is None
     else:
-        assert exp["error"]
-    assert all(i["explanation"] is None for i in rest)  # explain_top = 1
+        assert exp["text"] == exp["template"]
+        assert exp["rejected"].startswith("rejected: ")
+    for item in rest:  # explain_top = 1
+        assert item["explanation"]["source"] == "template"
+        assert item["explanation"]["rejected"] == "beyond explain_top"
+    assert rec["timings"]["llm_rank"] == 0.0
+    assert rec["llm_note"].startswith("LLM ranking off")
+    table = _invoke("recommend", str(store), "1", "--k", "3")
+    assert table.exit_code == 0, table.output
+    text = _plain(table.stdout)
+    assert "dropped" not in text
+    assert " ".join(text.split()).count("LLM ranking off") == 1
+    assert "explanation" in text

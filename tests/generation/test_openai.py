@@ -22,6 +22,7 @@ from ragrec.errors import ConfigError
 from ragrec.generation import (
     BackendError,
     Explainer,
+    ExplainItem,
     GeneratorConfig,
     RerankConfig,
     VerbalizerRanker,
@@ -30,6 +31,7 @@ from ragrec.generation import (
 from ragrec.generation._openai import OpenAIGenerator, load_tokenizer
 from ragrec.generation._transformers import HFTokenizer
 from ragrec.prompting import PromptBuilder, PromptConfig, RenderedPrompt
+from ragrec.retrieval import ChannelShare, Evidence, HistoryEvidence
 
 TITLES = [
     "Toy Story (1995)",
@@ -578,48 +580,51 @@ class TestOnTop:
             np.testing.assert_array_equal(result.logprobs, np.zeros(n))
             assert len(result.prompts) == 2
 
-    def test_explainer_drops_invalid_json_after_two_attempts(self, server: FakeServer) -> None:
-        server.respond = lambda body: Reply(body=completion(None, text="Sure! It is great {"))
-        gen = make_client(server.url)
-        results = Explainer(gen).explain(
-            history=["Heat (1995)", "Casablanca (1942)"],
-            items=[(1, "A", "Toy Story (1995)")],
-            candidate_labels=["A", "B"],
-        )
-        assert len(results) == 1
-        result = results[0]
-        assert not result.valid
-        assert result.attempts == 2
-        assert result.reason is None
-        assert result.error is not None
-        assert "not JSON" in result.error
-        assert len(server.seen) == 2
-        budgets = [b["max_tokens"] for b in server.bodies]
-        assert budgets == [budgets[0], 2 * budgets[0]]
-        assert all(b["response_format"]["type"] == "json_schema" for b in server.bodies)
-        assert server.bodies[0]["prompt"].startswith("<|im_start|>")
-
-    def test_explainer_accepts_a_valid_answer(self, server: FakeServer) -> None:
-        answer = json.dumps({"label": "A", "reason": "Like Heat.", "because": ["Heat (1995)"]})
-        server.respond = lambda body: Reply(body=completion(None, text=answer))
+    def test_explainer_keeps_the_evidence_sentence_for_a_bad_rewrite(
+        self, server: FakeServer
+    ) -> None:
+        server.respond = lambda body: Reply(body=completion(None, text=' and "Jaws".'))
         results = Explainer(make_client(server.url)).explain(
-            history=["Heat (1995)"], items=[(1, "A", "Toy Story (1995)")], candidate_labels=["A"]
+            [ExplainItem(1, "Toy Story (1995)", _EVIDENCE)], rewrite=1
         )
-        assert results[0].valid
-        assert results[0].attempts == 1
-        assert results[0].reason == "Like Heat."
-        assert results[0].because == ("Heat (1995)",)
+        (result,) = results
+        assert result.source == "template"
+        assert result.text == result.template
+        assert result.rejected is not None
+        assert "Jaws" in result.rejected
+        assert len(server.seen) == 1  # no retry
+        (body,) = server.bodies
+        assert body["stop"] == ["\n"]
+        assert "response_format" not in body
+        assert body["prompt"].startswith("<|im_start|>")
+        assert body["prompt"].endswith("You may enjoy Toy Story (1995)")
+
+    def test_explainer_accepts_a_grounded_rewrite(self, server: FakeServer) -> None:
+        answer = " because you watched Heat (1995)."
+        server.respond = lambda body: Reply(body=completion(None, text=answer))
+        (result,) = Explainer(make_client(server.url)).explain(
+            [ExplainItem(1, "Toy Story (1995)", _EVIDENCE)], rewrite=1
+        )
+        assert result.source == "llm"
+        assert result.text == "You may enjoy Toy Story (1995) because you watched Heat (1995)."
+        assert result.cited == (7,)
 
     def test_explainer_flags_a_backend_error(self, server: FakeServer) -> None:
         server.respond = lambda body: Reply(200, "not json at all")
-        results = Explainer(make_client(server.url)).explain(
-            history=["Heat (1995)"], items=[(1, "A", "Toy Story (1995)")], candidate_labels=["A"]
+        (result,) = Explainer(make_client(server.url)).explain(
+            [ExplainItem(1, "Toy Story (1995)", _EVIDENCE)], rewrite=1
         )
-        assert not results[0].valid
-        assert results[0].attempts == 1
-        assert results[0].error is not None
-        assert results[0].error.startswith("backend error:")
-        assert "invalid JSON" in results[0].error
+        assert result.source == "template"
+        assert result.text == result.template
+        assert result.rejected is not None
+        assert result.rejected.startswith("backend error:")
+        assert "invalid JSON" in result.rejected
+
+
+_EVIDENCE = Evidence(
+    channels=(ChannelShare("transition", "transition", 1.0, 1),),
+    history=(HistoryEvidence(7, "Heat (1995)", 1.0, ("transition",)),),
+)
 
 
 # --------------------------------------------------------------------------------------

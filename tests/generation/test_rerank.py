@@ -3,7 +3,6 @@ degraded path, and the blend with retrieval scores."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -251,43 +250,39 @@ class TestFitBlendWeight:
 
 
 class TestTrivialReasons:
-    """A reason must explain something: not one word, not the template's placeholder."""
+    """A rewrite must explain something: not a few words, not the template's placeholder,
+    and it must end as a sentence."""
 
     @pytest.mark.parametrize(
-        ("reason", "valid"),
+        ("reason", "error"),
         [
-            ("I", False),
-            ("Heat", False),
-            ("a title from the history", False),
-            ("A title from the history.", False),
-            ("...", False),
-            ("Same director.", True),
-            ("Another tense heist thriller", True),
+            ("I", "word"),
+            ("Heat.", "word"),
+            ("a title from the history", "placeholder"),
+            ("A title from the history.", "placeholder"),
+            ("...", "word"),
+            ("Same director as your favourites", "unfinished"),
+            ("Same director as your favourites.", None),
+            ("Another tense heist thriller!", None),
         ],
     )
-    def test_reason_content(self, reason: str, valid: bool) -> None:
+    def test_reason_content(self, reason: str, error: str | None) -> None:
         from ragrec.generation import Explainer
 
         explainer = Explainer(FailingGenerator(real_generator().tokenizer))
-        text = json.dumps({"label": "A", "reason": reason, "because": []})
-        if valid:
-            assert (
-                explainer.validate(text, label="A", candidate_labels="AB", history_titles=[]).reason
-                == reason
-            )
+        if error is None:
+            assert explainer.validate(reason, item_title="Heat (1995)", evidence=None) == reason
         else:
-            with pytest.raises(ValueError, match=r"word|placeholder"):
-                explainer.validate(text, label="A", candidate_labels="AB", history_titles=[])
+            with pytest.raises(ValueError, match=error):
+                explainer.validate(reason, item_title="Heat (1995)", evidence=None)
 
 
 def test_a_reason_that_restates_the_title_is_rejected() -> None:
     from ragrec.generation import Explainer
 
     explainer = Explainer(FailingGenerator(real_generator().tokenizer))
-    args = {"label": "T", "candidate_labels": "ABT", "history_titles": []}
-    echo = json.dumps({"label": "T", "reason": "T. American Pie (1999)", "because": []})
+    echo = "You may enjoy American Pie (1999)."
     with pytest.raises(ValueError, match="restates"):
-        explainer.validate(echo, item_title="American Pie (1999)", **args)
-    assert explainer.validate(echo, **args).reason  # no title given: not checked
-    fine = json.dumps({"label": "T", "reason": "Another raunchy teen comedy", "because": []})
-    assert explainer.validate(fine, item_title="American Pie (1999)", **args).reason
+        explainer.validate(echo, item_title="American Pie (1999)", evidence=None)
+    fine = "You may enjoy American Pie (1999), another raunchy teen comedy."
+    assert explainer.validate(fine, item_title="American Pie (1999)", evidence=None) == fine

@@ -37,7 +37,8 @@ class TestDefaults:
             "first_label",
             "last_label",
         }
-        assert DEFAULT_EXPLAIN_TEMPLATE.variables == {"history", "item", "label", "query"}
+        assert DEFAULT_EXPLAIN_TEMPLATE.variables == {"item", "evidence", "query"}
+        assert DEFAULT_EXPLAIN_TEMPLATE.assistant == "You may enjoy {item}"
 
     def test_default_hashes_snapshot(self) -> None:
         # A changed default template is a new prompt version: give it a new id, then
@@ -47,8 +48,8 @@ class TestDefaults:
             "800895dc98f58d2f",
         )
         assert (DEFAULT_EXPLAIN_TEMPLATE.id, DEFAULT_EXPLAIN_TEMPLATE.hash) == (
-            "explain-v1",
-            "2c3c21efd62d3d94",
+            "explain-v2",
+            "1218299bf322f5d4",
         )
 
 
@@ -106,10 +107,14 @@ class TestLoadFromFile:
             load_template(path)
 
     def test_explain_kind(self, tmp_path: Path) -> None:
-        path = _toml(tmp_path / "why.toml", "{history} -> {item} ({label})")
+        path = _toml(tmp_path / "why.toml", "{item}: {evidence}")
         assert load_template(path, kind="explain").kind == "explain"
         with pytest.raises(ConfigError, match="'candidates'"):
             load_template(path, kind="rank")
+        # explain templates rewrite the evidence sentence: one without it is refused
+        old = _toml(tmp_path / "old.toml", "{history} -> {item} ({label})")
+        with pytest.raises(ConfigError, match=r"unknown variable\(s\) \['history', 'label'\]"):
+            load_template(old, kind="explain")
 
 
 class TestLoadFromString:
@@ -158,7 +163,10 @@ class TestHash:
         others = [
             PromptTemplate(id="a", system="s.", user=RANK_USER),
             PromptTemplate(id="a", system="s", user=RANK_USER + " "),
-            PromptTemplate(id="a", kind="explain", system="s", user="{history} {item}"),
+            PromptTemplate(id="a", kind="explain", system="s", user="{evidence} {item}"),
+            PromptTemplate(
+                id="a", kind="explain", system="s", user="{evidence} {item}", assistant="So"
+            ),
             PromptTemplate(id="a", system="s", user="{candidates} {history}"),
         ]
         hashes = {base.hash, *(o.hash for o in others)}
