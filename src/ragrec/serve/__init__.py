@@ -16,6 +16,7 @@ returns.
 
 from ragrec.serve._app import create_app
 from ragrec.serve._convert import to_response
+from ragrec.serve._load import LoadReport, run_load
 from ragrec.serve._metrics import LATENCY_BUCKETS, ServiceMetrics
 from ragrec.serve._models import (
     MAX_BATCH,
@@ -45,10 +46,12 @@ __all__ = [
     "FeedbackResult",
     "ForgetResponse",
     "HealthResponse",
+    "LoadReport",
     "RecommendRequest",
     "RecommendResponse",
     "RecommendedItemOut",
     "ServiceMetrics",
     "create_app",
+    "run_load",
     "to_response",
 ]
