@@ -337,3 +337,32 @@ def test_openapi_docs(service: Service) -> None:
         spec["paths"]
     )
     assert "RecommendRequest" in spec["components"]["schemas"]
+
+
+@pytest.mark.slow
+def test_recommend_with_explanations_from_the_bundled_model(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from ._support import build_tiny_store
+
+    config = {
+        "llm_candidates": 5,
+        "explain_top": 1,
+        "exemplars": {"k": 0},
+        "generator": {"device": "cpu", "threads": 2},
+    }
+    rec = Recommender.load(build_tiny_store(tmp_path_factory.mktemp("llm") / "s", config))
+    with running(create_app(rec)) as url:
+        response = httpx.post(
+            f"{url}/recommend", json={"user_id": 1, "k": 3, "explain": True}, timeout=600
+        )
+    rec.close()
+    assert response.status_code == 200, response.text
+    body = RecommendResponse.model_validate(response.json())
+    assert not body.degraded, body.reason
+    assert body.prompt_hash is not None
+    top = body.items[0]
+    assert top.label is not None
+    assert top.explanation is not None
+    assert top.explanation.valid == (top.explanation.text is not None)
+    assert all(i.explanation is None for i in body.items[1:])
