@@ -2,10 +2,12 @@
 
     python benchmarks/serving.py [--data PATH] [--store runs/bench-serve] [--clients 8]
         [--seconds 30] [--explain-seconds 120] [--workers 1] [--skip-explain]
+        [--llm-candidates 20]
 
 Builds a store from ml-latest-small once (default config: retrieval channels, LLM
 prompts for the top 20 with explanations of the top ``explain_top`` items; the LLM does
-not rank, as its blend weight is 0), serves it with ``ragrec serve`` in its own process
+not rank, as its blend weight is 0; ``--llm-candidates 0``: retrieval only, no prompt
+and no model), serves it with ``ragrec serve`` in its own process
 on loopback, and drives it with ``--clients`` concurrent HTTP clients
 (:func:`ragrec.serve.run_load`: each ``POST /recommend`` for a random user, half of them
 followed by ``POST /feedback`` on a served item, every fifth of those a batch of three).
@@ -36,13 +38,17 @@ from ragrec.serve import LoadReport, run_load
 TOKEN = "bench-token"
 
 
-def _build(store: Path, data: Path) -> None:
+def _build(store: Path, data: Path, *, llm_candidates: int) -> None:
     if (store / "manifest.json").is_file():
+        saved = json.loads((store / "config.json").read_text())["llm_candidates"]
+        if saved != llm_candidates:
+            raise SystemExit(f"{store} has llm_candidates={saved}; pass another --store")
         print(f"store: {store} (reused)")
         return
     ml = load_movielens(data)
     t0 = time.perf_counter()
-    Recommender.build(ml.catalog, ml.interactions, path=store).close()
+    config = {"llm_candidates": llm_candidates}
+    Recommender.build(ml.catalog, ml.interactions, config, path=store).close()
     print(f"store: {store} built in {time.perf_counter() - t0:.0f} s")
 
 
@@ -72,10 +78,19 @@ def main() -> None:
     parser.add_argument("--explain-seconds", type=float, default=120.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--skip-explain", action="store_true")
+    parser.add_argument(
+        "--llm-candidates",
+        type=int,
+        default=20,
+        help="The store's llm_candidates: 20 (default) renders the LLM prompt in every "
+        "request, 0 serves retrieval only.",
+    )
     args = parser.parse_args()
 
     store = Path(args.store)
-    _build(store, Path(args.data))
+    _build(store, Path(args.data), llm_candidates=args.llm_candidates)
+    if args.llm_candidates == 0:
+        args.skip_explain = True  # nothing to explain without a prompt
     users = sorted(set(_store_users(store)))
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -100,7 +115,7 @@ def main() -> None:
         print(f"server up in {time.perf_counter() - t0:.1f} s ({args.workers} worker(s))")
         # warm up: the first request loads the tokenizer the prompts are measured with,
         # the first explained one the LLM
-        for explain in (False, True):
+        for explain in (False, True)[: 1 if args.skip_explain else 2]:
             t0 = time.perf_counter()
             response = httpx.post(
                 f"{url}/recommend", json={"user_id": users[0], "explain": explain}, timeout=600
