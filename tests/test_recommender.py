@@ -569,6 +569,47 @@ def test_malformed_events_name_the_field_and_store_nothing(
     assert rec.weights(user) == weights
 
 
+def test_feedback_many_learns_like_single_events(build: Build, user: int) -> None:
+    one_by_one, batched = build(), build()
+    served = [r.recommend(user, k=3, explain=False) for r in (one_by_one, batched)]
+    stamp = datetime(2024, 5, 1, tzinfo=UTC)
+
+    def events(rec_id: str, items: list[Any]) -> list[dict[str, Any]]:
+        return [
+            {"event_id": f"e{i}", "user_id": user, "item_id": item, "kind": kind,
+             "rec_id": rec_id, "timestamp": stamp}
+            for i, (item, kind) in enumerate(zip(items, ["like", "dislike"], strict=True))
+        ]  # fmt: skip
+
+    singles = [one_by_one.feedback(e) for e in events(served[0].id, served[0].item_ids[:2])]
+    sent = events(served[1].id, served[1].item_ids[:2])
+    results = batched.feedback_many([*sent, sent[0]])
+
+    assert [r["stored"] for r in results] == [True, True, False]
+    assert [r["event_id"] for r in results] == ["e0", "e1", "e0"]
+    assert results[1]["weights"] == singles[1]["weights"]
+    assert batched.weights(user) == one_by_one.weights(user)
+    assert batched.history(user) == one_by_one.history(user)
+    assert batched.store.count() == 2
+    assert batched.feedback_many(sent)[0]["stored"] is False
+    one_by_one.close()
+    batched.close()
+
+
+def test_feedback_many_names_every_bad_event_and_stores_none(rec: Recommender, user: int) -> None:
+    before = rec.store.count()
+    item = int(rec.catalog.item_ids[0])
+    good = {"user_id": user, "item_id": item, "kind": "like"}
+    with pytest.raises(InvalidFeedbackError) as caught:
+        rec.feedback_many([good, {**good, "kind": "loved"}, {**good, "colour": "red"}])
+    assert [i.field for i in caught.value.issues] == ["1.kind", "2.colour"]
+    with pytest.raises(InvalidFeedbackError, match="not in the catalog") as caught:
+        rec.feedback_many([good, {**good, "item_id": 987654321}])
+    assert [i.field for i in caught.value.issues] == ["1.item_id"]
+    assert rec.store.count() == before
+    assert rec.feedback_many([]) == []
+
+
 def test_a_like_enters_the_history_at_once(build: Build, user: int) -> None:
     rec = build()
     served = rec.recommend(user, k=5, explain=False)

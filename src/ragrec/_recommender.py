@@ -820,6 +820,54 @@ class Recommender:
             out.update(self._learn(ev))
         return out
 
+    def feedback_many(
+        self, events: Iterable[FeedbackEvent | Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Store several events in one transaction (all or none), then let the learners
+        react to each new one, in order.
+
+        Returns:
+            Per event, what :meth:`feedback` returns for it (``stored`` is False for an
+            event stored before, or earlier in the batch).
+
+        Raises:
+            InvalidFeedbackError: An event is malformed or names an item not in the
+                catalog; every issue is named with the event's position (``2.item_id``)
+                and nothing is stored.
+            FeedbackConflictError: An event id is stored with different content; nothing
+                is stored.
+        """
+        parsed: list[FeedbackEvent] = []
+        issues: list[FieldIssue] = []
+        for index, event in enumerate(events):
+            try:
+                parsed.append(event if isinstance(event, FeedbackEvent) else _parse_event(event))
+            except InvalidFeedbackError as exc:
+                issues.extend(
+                    FieldIssue(f"{index}.{i.field}", i.value, i.why, i.fix) for i in exc.issues
+                )
+        with self._lock:
+            if parsed and not issues:
+                missing = self.catalog.positions([ev.item_id for ev in parsed]) < 0
+                issues.extend(
+                    FieldIssue(
+                        f"{index}.item_id",
+                        parsed[index].item_id,
+                        f"not in the catalog ({len(self.catalog)} items)",
+                        "send events for catalog items, or add_items() first",
+                    )
+                    for index in np.flatnonzero(missing).tolist()
+                )
+            if issues:
+                raise InvalidFeedbackError("feedback batch", issues)
+            stored = self.store.add_each(parsed)
+            results: list[dict[str, Any]] = []
+            for ev, new in zip(parsed, stored, strict=True):
+                out: dict[str, Any] = {"stored": new, "event_id": ev.event_id}
+                out.update(self._learn(ev) if new else {"weights": self.weights(ev.user_id)})
+                results.append(out)
+        return results
+
     def _learn(self, ev: FeedbackEvent) -> dict[str, Any]:
         cfg = self.config.learning
         kind = str(ev.kind)

@@ -168,6 +168,32 @@ def test_repeated_event_is_stored_once(store: FeedbackStore) -> None:
     assert store.count() == 2
 
 
+def test_add_each_tells_which_events_are_new(store: FeedbackStore) -> None:
+    store.add(event("e1"))
+    assert store.add_each([event("e1"), event("e2"), event("e2"), event("e3")]) == [
+        False,
+        True,
+        False,
+        True,
+    ]
+    assert store.add_each([]) == []
+    assert store.count() == 3
+    # a conflict anywhere in the batch: nothing of it is written
+    with pytest.raises(FeedbackConflictError):
+        store.add_each([event("e4"), event("e1", item_id=999)])
+    assert store.event("e4") is None
+    assert store.count() == 3
+
+
+def test_event_by_id(store: FeedbackStore) -> None:
+    sent = FeedbackEvent(**event("e1", user_id="u1", kind="rating", value=4.5))
+    store.add(sent)
+    assert store.event("e1") == sent
+    assert store.event("missing") is None
+    with pytest.raises(ConfigError, match="event ids are text"):
+        store.event(1)  # type: ignore[arg-type]
+
+
 def test_conflicting_duplicate_is_rejected_and_stored_event_kept(store: FeedbackStore) -> None:
     store.add(event("e1"))
     with pytest.raises(FeedbackConflictError) as info:

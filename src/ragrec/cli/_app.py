@@ -324,6 +324,23 @@ def _with_present(
     return out
 
 
+def _read_items(items: str, *, item_columns: str | None, on_invalid: str) -> Catalog:
+    from ragrec.data import Catalog, read_table
+
+    path = Path(items)
+    frame = read_table(path)
+    return Catalog.from_frame(
+        frame,
+        columns=_with_present(
+            _parse_columns("--item-columns", item_columns),
+            frame.columns,
+            {"genres": ("genres",), "year": ("year",), "description": ("description",)},
+        ),
+        on_invalid=on_invalid,  # type: ignore[arg-type]
+        source=path.name,
+    )
+
+
 def _read_files(
     items: str,
     interactions: str,
@@ -332,20 +349,12 @@ def _read_files(
     interaction_columns: str | None,
     on_invalid: str,
 ) -> tuple[Catalog, Interactions]:
-    from ragrec.data import Catalog, Interactions, read_table
+    """The catalog and interactions of ``--items`` and ``--interactions`` files (shared
+    by ``index`` and ``eval``)."""
+    from ragrec.data import Interactions, read_table
 
-    item_path, inter_path = Path(items), Path(interactions)
-    frame = read_table(item_path)
-    catalog = Catalog.from_frame(
-        frame,
-        columns=_with_present(
-            _parse_columns("--item-columns", item_columns),
-            frame.columns,
-            {"genres": ("genres",), "year": ("year",), "description": ("description",)},
-        ),
-        on_invalid=on_invalid,  # type: ignore[arg-type]
-        source=item_path.name,
-    )
+    catalog = _read_items(items, item_columns=item_columns, on_invalid=on_invalid)
+    inter_path = Path(interactions)
     frame = read_table(inter_path)
     events = Interactions.from_frame(
         frame,
@@ -359,6 +368,41 @@ def _read_files(
         source=inter_path.name,
     )
     return catalog, events
+
+
+# The options that read a user's own files, shared by `index` and `eval`.
+ItemsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--items",
+        help="Item file (CSV/TSV/JSONL/Parquet) with item_id and title columns; "
+        "genres, year, description are used when present. Needs --interactions.",
+    ),
+]
+InteractionsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--interactions",
+        help="Interaction file with user_id and item_id columns; value (or rating), "
+        "timestamp, kind are used when present.",
+    ),
+]
+ItemColumnsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--item-columns",
+        help="Columns of --items by field (item, title, genres, year, description), "
+        "e.g. item=movieId,title=name.",
+    ),
+]
+InteractionColumnsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--interaction-columns",
+        help="Columns of --interactions by field (user, item, value, timestamp, kind), "
+        "e.g. user=userId,item=movieId,value=rating.",
+    ),
+]
 
 
 def _index_config(
@@ -418,28 +462,10 @@ def index_cmd(
             "the data table of --config, else movielens-small."
         ),
     ] = None,
-    items: Annotated[
-        str | None,
-        typer.Option(
-            help="Item file (CSV/TSV/JSONL/Parquet) with item_id and title columns; "
-            "genres, year, description are used when present. Needs --interactions."
-        ),
-    ] = None,
-    interactions: Annotated[
-        str | None,
-        typer.Option(
-            help="Interaction file with user_id and item_id columns; value (or rating), "
-            "timestamp, kind are used when present."
-        ),
-    ] = None,
-    item_columns: Annotated[
-        str | None,
-        typer.Option(help="Columns of --items by field, e.g. item=movieId,title=name."),
-    ] = None,
-    interaction_columns: Annotated[
-        str | None,
-        typer.Option(help="Columns of --interactions, e.g. user=userId,item=movieId,value=rating."),
-    ] = None,
+    items: ItemsOption = None,
+    interactions: InteractionsOption = None,
+    item_columns: ItemColumnsOption = None,
+    interaction_columns: InteractionColumnsOption = None,
     on_invalid: Annotated[
         str | None, typer.Option(help="Invalid rows: error (stop) | drop (skip, counted).")
     ] = None,

@@ -7,14 +7,29 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import numpy as np
 import typer
 from rich.table import Table
 
-from ragrec.cli._app import _cache_root, _friendly, _resolve_data, app, err, out
+from ragrec.cli._app import (
+    InteractionColumnsOption,
+    InteractionsOption,
+    ItemColumnsOption,
+    ItemsOption,
+    _cache_root,
+    _friendly,
+    _read_files,
+    _read_items,
+    _resolve_data,
+    app,
+    err,
+    out,
+)
 from ragrec.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ragrec.config import EvalConfig, RagrecConfig
+    from ragrec.config import DataConfig, EvalConfig, RagrecConfig
+    from ragrec.data import Catalog, Interactions
     from ragrec.eval import EvalResult, ProtocolData
 
 eval_app = typer.Typer(
@@ -131,6 +146,66 @@ def _write_config(cfg: RagrecConfig, folder: Path) -> None:
     (folder / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
 
 
+def _eval_data(
+    settings: DataConfig,
+    protocol: str,
+    *,
+    data: str | None,
+    items: str | None,
+    interactions: str | None,
+    item_columns: str | None,
+    interaction_columns: str | None,
+) -> tuple[Catalog, Interactions, str]:
+    """The catalog, the interactions and the dataset's name: from MovieLens, or from the
+    user's files (``--items`` alone is the catalog of the ``custom`` protocol's files)."""
+    from ragrec.data import Interactions, load_movielens
+
+    files = items is not None or interactions is not None
+    if files and data is not None:
+        raise ConfigError("pass either --data or --items/--interactions, not both")
+    if not files and (item_columns is not None or interaction_columns is not None):
+        raise ConfigError(
+            "--item-columns and --interaction-columns describe --items and --interactions; "
+            "pass those files too"
+        )
+    if interactions is not None and items is None:
+        raise ConfigError("--interactions needs --items (the catalog its item ids refer to)")
+    if items is not None and protocol == "custom":
+        if interactions is not None:
+            raise ConfigError(
+                "protocol 'custom' reads its rows from the train, validation and test "
+                "options (--protocol-option train=F ...); drop --interactions (--items "
+                "gives the catalog)"
+            )
+        catalog = _read_items(items, item_columns=item_columns, on_invalid=settings.on_invalid)
+        unused = Interactions(  # 'custom' reads its rows from its own files
+            user_ids=np.empty(0, np.int64),
+            item_ids=np.empty(0, catalog.item_ids.dtype),
+            values=np.empty(0, np.float64),
+            timestamps=np.empty(0, np.int64),
+            kinds=np.empty(0, object),
+        )
+        return catalog, unused, Path(items).name
+    if items is not None:
+        if interactions is None:
+            raise ConfigError(
+                f"--items needs --interactions for protocol {protocol!r} (only 'custom' "
+                "takes its rows from split files)"
+            )
+        catalog, rows = _read_files(
+            items,
+            interactions,
+            item_columns=item_columns,
+            interaction_columns=interaction_columns,
+            on_invalid=settings.on_invalid,
+        )
+        return catalog, rows, f"{Path(items).name} + {Path(interactions).name}"
+    ml = load_movielens(
+        _resolve_data(settings.path, settings.cache_dir), on_invalid=settings.on_invalid
+    )
+    return ml.catalog, ml.interactions, ml.path.name
+
+
 @eval_app.callback()
 @_friendly
 def eval_cmd(
@@ -138,6 +213,10 @@ def eval_cmd(
     data: Annotated[
         str | None, typer.Option(help="MovieLens folder or dataset name (movielens-small).")
     ] = None,
+    items: ItemsOption = None,
+    interactions: InteractionsOption = None,
+    item_columns: ItemColumnsOption = None,
+    interaction_columns: InteractionColumnsOption = None,
     protocol: Annotated[
         str | None,
         typer.Option(help="Evaluation protocol: llamarec, llmrank-c20, temporal, custom."),
@@ -188,11 +267,12 @@ def eval_cmd(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Evaluate a ranker (or a grid of systems with --systems) offline and write a run
-    folder with a report. Subcommands compare runs and rebuild reports."""
+    folder with a report, on MovieLens (--data) or on your own item and interaction files
+    (--items, --interactions, with the column options of `index`). Subcommands compare
+    runs and rebuild reports."""
     if ctx.invoked_subcommand is not None:
         return
     from ragrec.config import load_config
-    from ragrec.data import load_movielens
     from ragrec.eval import SystemRun, expand_systems, load_grid, prepare_protocol
     from ragrec.eval._report import load_run, write_run_report
 
@@ -232,10 +312,16 @@ def eval_cmd(
     if options:
         ec = ec.model_copy(update={"protocol_options": {**ec.protocol_options, **options}})
     cache = cache_dir or str(_cache_root())
-    ml = load_movielens(
-        _resolve_data(cfg.data.path, cfg.data.cache_dir), on_invalid=cfg.data.on_invalid
+    catalog, rows, dataset = _eval_data(
+        cfg.data,
+        ec.protocol,
+        data=data,
+        items=items,
+        interactions=interactions,
+        item_columns=item_columns,
+        interaction_columns=interaction_columns,
     )
-    prepared = prepare_protocol(ec.protocol, ml.catalog, ml.interactions, **ec.protocol_options)
+    prepared = prepare_protocol(ec.protocol, catalog, rows, **ec.protocol_options)
     folder = Path(out_dir)
     results = []
     for run in runs:
@@ -246,7 +332,7 @@ def eval_cmd(
             name=run.name,
             ranker=run.ranker,
             config=run.config,
-            dataset=ml.path.name,
+            dataset=dataset,
             out_dir=target,
             cache=cache,
             engine=engine,

@@ -425,21 +425,30 @@ class SQLStore(FeedbackStore):
 
     def add(self, event: FeedbackEvent | Mapping[str, Any]) -> bool:
         checked = FeedbackEvent.parse(event)
-        return self._run(lambda tx: self._insert_events(tx, [checked])) == 1
+        return self._run(lambda tx: self._insert_events(tx, [checked]))[0]
 
     def add_many(self, events: Iterable[FeedbackEvent | Mapping[str, Any]]) -> int:
+        return sum(self.add_each(events))
+
+    def add_each(self, events: Iterable[FeedbackEvent | Mapping[str, Any]]) -> list[bool]:
         # Validate all before opening the transaction: a malformed event writes nothing.
         checked = [FeedbackEvent.parse(e) for e in events]
         if not checked:
-            return 0
+            return []
         return self._run(lambda tx: self._insert_events(tx, checked))
 
-    def _insert_events(self, tx: Tx, events: Sequence[FeedbackEvent]) -> int:
-        stored = 0
+    def event(self, event_id: str) -> FeedbackEvent | None:
+        if not isinstance(event_id, str):
+            raise ConfigError(f"event_id={event_id!r}: event ids are text; pass a str")
+        found = self._select_events(["event_id = ?"], [event_id])
+        return found[0] if found else None
+
+    def _insert_events(self, tx: Tx, events: Sequence[FeedbackEvent]) -> list[bool]:
+        stored: list[bool] = []
         for event in events:
             row = _event_row(event)
             if tx.execute(_INSERT_EVENT, row) == 1:
-                stored += 1
+                stored.append(True)
                 continue
             existing = tx.query(
                 f"SELECT {_EVENT_COLUMNS} FROM ragrec_events WHERE event_id = ?", (row[0],)
@@ -461,6 +470,7 @@ class SQLStore(FeedbackStore):
                     fix="Fix: a retry must resend the identical event (same timestamp too); "
                     "a new event needs a new event_id. Nothing of this call was stored.",
                 )
+            stored.append(False)
         return stored
 
     def events(

@@ -78,6 +78,27 @@ class FeedbackStore(ABC):
         """
 
     @abstractmethod
+    def add_each(self, events: Iterable[FeedbackEvent | Mapping[str, Any]]) -> list[bool]:
+        """:meth:`add_many`, telling for each event whether it was stored now.
+
+        Args:
+            events: Events or mappings of their fields.
+
+        Returns:
+            Per event, in order: True when stored by this call; False when it was already
+            stored (earlier, or earlier in the same batch).
+
+        Raises:
+            InvalidFeedbackError: An event is malformed; nothing is written.
+            FeedbackConflictError: An ``event_id`` is stored (or repeated in the batch)
+                with different content; nothing is written.
+        """
+
+    @abstractmethod
+    def event(self, event_id: str) -> FeedbackEvent | None:
+        """The stored event with this id, or ``None``."""
+
+    @abstractmethod
     def events(
         self,
         user_id: int | str | None = None,
