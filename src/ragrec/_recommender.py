@@ -142,7 +142,11 @@ class RecommenderConfig(BaseModel):
         "query barely moved the list).",
     )
     explain_top: int = Field(
-        default=3, ge=0, description="Items explained per request when explain=True."
+        default=1,
+        ge=0,
+        description="Items whose evidence sentence the LLM rewrites per request when "
+        "explain=True (every item gets its evidence sentence; each rewrite costs about "
+        "0.7 s on a 2-core CPU with the bundled model).",
     )
     score_with_llm: bool | None = Field(
         default=None,

@@ -142,9 +142,10 @@ class TestFactoryAndLoading:
     def test_default_is_the_bundled_model_on_transformers(
         self, generator: TransformersGenerator
     ) -> None:
-        gen = make_generator()
+        config = GeneratorConfig(backend="transformers")
+        gen = make_generator(config)
         assert isinstance(gen, TransformersGenerator)
-        assert gen.config == GeneratorConfig()
+        assert gen.config == config
         assert gen._model is None  # nothing loads until first use
         # (on Python 3.11 isinstance(gen, Generator) would read gen.tokenizer and load it)
         assert isinstance(generator, Generator)

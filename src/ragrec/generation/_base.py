@@ -34,9 +34,10 @@ class GeneratorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: Literal["llamacpp", "transformers", "vllm", "openai"] = Field(
-        default="transformers",
-        description="llamacpp (a GGUF as shipped, CPU), transformers (CPU or GPU; peft "
-        "adapters, tuning), vllm, or openai.",
+        default="llamacpp",
+        description="llamacpp (a GGUF as shipped, on CPU; with an adapter or a CUDA device "
+        "it runs on transformers instead), transformers (CPU or CUDA, peft adapters), "
+        "vllm, or openai.",
     )
     model: str = Field(
         default=BUNDLED_MODEL,

@@ -163,7 +163,15 @@ class ExplainConfig(BaseModel):
         description="Fewest words a rewrite may have (a bare title explains nothing).",
     )
     cite_items: int = Field(
-        default=2, ge=1, description="History titles named in an evidence sentence."
+        default=2, ge=1, description="Most history titles named in an evidence sentence."
+    )
+    cite_min_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Share of the item's score a history item needs to be named after the "
+        "first (the one with the largest share is always named): items with small shares "
+        "often do not lower the score when removed.",
     )
     genres: int = Field(default=3, ge=0, description="Shared genres named in a sentence.")
     history_verb: str = Field(
@@ -238,7 +246,11 @@ def evidence_sentence(
     cfg = config or ExplainConfig()
     if evidence is None:
         return "Recommended from what you have interacted with.", ()
-    cited = evidence.history[: cfg.cite_items]
+    cited = tuple(
+        h
+        for n, h in enumerate(evidence.history[: cfg.cite_items])
+        if n == 0 or h.share >= cfg.cite_min_share
+    )
     facts = [g.lower() for g in evidence.genres[: cfg.genres]]
     if evidence.decade and cited:
         facts.append(evidence.decade)
@@ -346,7 +358,13 @@ class Explainer:
             reason: str | None = off if i >= n else failure
             if llm is not None:
                 try:
-                    self.validate(llm, item_title=it.title, evidence=it.evidence, titles=known)
+                    self.validate(
+                        llm,
+                        item_title=it.title,
+                        evidence=it.evidence,
+                        titles=known,
+                        cited=base[i][1],
+                    )
                 except ValueError as exc:
                     reason = f"rejected: {exc}"
                 else:
@@ -411,8 +429,11 @@ class Explainer:
         item_title: str,
         evidence: Evidence | None,
         titles: TitleIndex | None = None,
+        cited: Iterable[Any] | None = None,
     ) -> str:
-        """Check one rewrite; returns it.
+        """Check one rewrite; returns it. ``cited``: the ids of the history items the
+        evidence sentence named (None: every history item of the evidence); the rewrite
+        may name those and the item, nothing else.
 
         Raises:
             ValueError: Too long or too short, copies the prompt's placeholder, only
@@ -433,7 +454,12 @@ class Explainer:
         filler = {"you", "may", "might", "like", "enjoy", "recommended", "recommend", "the"}
         if {w.lower() for w in words} <= title_words | filler:
             raise ValueError("only restates the item's title")
-        allowed = [item_title, *(h.title for h in evidence.history)] if evidence else [item_title]
+        named = None if cited is None else set(cited)
+        allowed = [item_title] + [
+            h.title
+            for h in (evidence.history if evidence else ())
+            if named is None or h.item_id in named
+        ]
         allowed_keys = {_title_key(t) for t in allowed}
         index = titles or TitleIndex(allowed)
         outside = sorted(m for m in index.mentions(text, allowed=allowed) if m not in allowed_keys)

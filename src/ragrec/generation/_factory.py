@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 from ragrec.errors import ConfigError
 from ragrec.generation._base import Generator, GeneratorConfig
 
 __all__ = ["make_generator"]
+
+logger = logging.getLogger(__name__)
+
+
+def _wants_cuda(config: GeneratorConfig) -> bool:
+    if config.device == "cuda":
+        return True
+    if config.device == "cpu":
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def make_generator(config: GeneratorConfig | None = None) -> Generator:
@@ -17,6 +30,11 @@ def make_generator(config: GeneratorConfig | None = None) -> Generator:
         ConfigError: The backend is not available here (with an install hint).
     """
     cfg = config or GeneratorConfig()
+    if cfg.backend == "llamacpp" and (cfg.adapter is not None or _wants_cuda(cfg)):
+        # llama.cpp runs GGUF files on CPU here; peft adapters and GPUs need transformers
+        why = "a peft adapter" if cfg.adapter is not None else "a CUDA device"
+        logger.info("generator: %s runs on the transformers backend, not llamacpp", why)
+        cfg = cfg.model_copy(update={"backend": "transformers"})
     if cfg.backend == "llamacpp":
         from ragrec.generation._llamacpp import INSTALL_HINT, LlamaCppGenerator
 

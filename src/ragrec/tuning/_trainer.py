@@ -80,6 +80,8 @@ class TuneResult:
     def generator_config(self, base: GeneratorConfig | None = None) -> GeneratorConfig:
         """``base`` (default: the run's base model) pointed at the tuned weights."""
         cfg = base or GeneratorConfig(model=self.base_model, gguf_file=self.base_gguf_file)
+        if cfg.backend == "llamacpp":  # runs GGUF files only: tuned weights need transformers
+            cfg = cfg.model_copy(update={"backend": "transformers"})
         if self.method == "lora":
             return cfg.model_copy(update={"adapter": self.model_path})
         return cfg.model_copy(update={"model": self.model_path, "gguf_file": None, "adapter": None})
