@@ -215,7 +215,8 @@ class ExplanationResult:
             or not asked for (beyond ``explain_top``, or rewrites off); None when
             ``source`` is ``"llm"``.
         tokens: Tokens the LLM generated for this item.
-        seconds: Wall time for this item (a batched rewrite's time split evenly).
+        seconds: Wall time for this item: its share of building the sentences, plus its
+            share of the rewrite call when it was rewritten.
     """
 
     item_id: Any
@@ -335,7 +336,9 @@ class Explainer:
         texts: list[str | None] = [None] * len(items)
         tokens = [0] * len(items)
         failure: str | None = None
+        t_llm = 0.0
         if n:
+            t0 = time.perf_counter()
             asked = [self.prompt(it, base[i][0], query) for i, it in enumerate(items[:n])]
             try:
                 assert self.generator is not None
@@ -349,7 +352,9 @@ class Explainer:
                 for i, out in enumerate(outputs[:n]):
                     texts[i] = _first_sentence(asked[i][1] + out)
                     tokens[i] = self._count(out)
-        each = (time.perf_counter() - start) / max(1, len(items))
+            t_llm = time.perf_counter() - t0
+        share = (time.perf_counter() - start - t_llm) / max(1, len(items))
+        seconds = [share + (t_llm / n if i < n else 0.0) for i in range(len(items))]
         known = titles
         results = []
         for i, it in enumerate(items):
@@ -378,7 +383,7 @@ class Explainer:
                             evidence=it.evidence,
                             llm_text=llm,
                             tokens=tokens[i],
-                            seconds=each,
+                            seconds=seconds[i],
                         )
                     )
                     continue
@@ -393,7 +398,7 @@ class Explainer:
                     llm_text=llm,
                     rejected=reason,
                     tokens=tokens[i],
-                    seconds=each,
+                    seconds=seconds[i],
                 )
             )
         return results
