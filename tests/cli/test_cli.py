@@ -149,12 +149,12 @@ def test_eval_unknown_ranker(ml_small_path: Path, tmp_path: Path) -> None:
         "--data",
         str(ml_small_path),
         "--ranker",
-        "sasrec",
+        "gru4rec",
         "--out",
         str(tmp_path / "o"),
         "--no-progress",
     )
-    _assert_one_line_error(result, "'sasrec'", "popularity")
+    _assert_one_line_error(result, "'gru4rec'", "popularity")
 
 
 def test_eval_config_typo(tmp_path: Path) -> None:
