@@ -41,8 +41,9 @@ def _llm_ranker(generator: Generator) -> LLMRanker:
 
 @pytest.fixture(scope="module")
 def retrieval_only(llamarec_data: ProtocolData) -> EvalResult:
-    """The same retriever ranking alone, to the same depth."""
-    ranker = make_ranker("retrieval", {"retriever": RETRIEVER, "depth": DEPTH})
+    """The same retriever ranking alone, to the same depth, with the same configured
+    channel weights (the llm ranker does not fit the fusion on validation)."""
+    ranker = make_ranker("retrieval", {"retriever": RETRIEVER, "depth": DEPTH, "fit_fusion": False})
     return evaluate(llamarec_data, ranker, split="test", limit_users=USERS)
 
 
