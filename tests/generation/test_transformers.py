@@ -172,7 +172,8 @@ class TestFactoryAndLoading:
         folder = tmp_path / "no-such-model"
         if exists:
             folder.mkdir()
-        gen = make_generator(GeneratorConfig(model=str(folder), device="cpu"))
+        config = GeneratorConfig(backend="transformers", model=str(folder), device="cpu")
+        gen = make_generator(config)
         with pytest.raises(BackendError, match="no-such-model") as tok_err:
             _ = gen.tokenizer
         assert str(folder) in str(tok_err.value)

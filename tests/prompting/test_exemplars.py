@@ -139,7 +139,7 @@ class TestMessages:
         )
 
     def test_explain_template_refused(self) -> None:
-        with pytest.raises(ConfigError, match="'explain-v1' is a 'explain' template"):
+        with pytest.raises(ConfigError, match="'explain-v2' is a 'explain' template"):
             render_exemplar(_ex(1, SCIFI), DEFAULT_EXPLAIN_TEMPLATE)
 
     def test_item_text_is_sanitized(self) -> None:

@@ -432,7 +432,7 @@ class TestFuse:
             position=2,
             title="t12",
             score=2.0,
-            provenance=(Provenance("a", 3, 1.0), Provenance("b", 1, 10.0)),
+            provenance=(Provenance("a", 3, 1.0, fused=0.0), Provenance("b", 1, 10.0, fused=2.0)),
         )
         assert isinstance(got[0].item_id, int)
 
@@ -442,7 +442,7 @@ class TestFuse:
         got = fuse(lists, {"a": 1.0, "b": 2.0}, cfg, catalog, 3)
         assert [c.item_id for c in got] == [12, 13, 10]
         assert [c.score for c in got] == pytest.approx([1.25, 2 / 3, 0.5])
-        assert got[1].provenance == (Provenance("b", 2, 0.0),)
+        assert got[1].provenance == (Provenance("b", 2, 0.0, fused=pytest.approx(2 / 3)),)
 
     def test_ties_break_by_best_rank_then_position(self, catalog: Catalog) -> None:
         lists = [
