@@ -8,9 +8,15 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Slow: the examples build a full ml-latest-small store with every default channel,
+# forget a user (every channel is fit again) and fit a retriever again: three SASRec fits,
+# about 35 minutes on 2 cores. Run it with -m slow before changing the README's examples.
+@pytest.mark.slow
 def test_readme_python_example_runs(ml_small_path: Path, tmp_path: Path) -> None:
     text = (REPO / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
