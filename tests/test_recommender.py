@@ -708,11 +708,12 @@ def test_consistent_likes_raise_the_channel_weight_and_its_share(
 
 
 def test_liked_recommendations_become_exemplars(build: Build, user: int) -> None:
-    """With a ranking prompt (rendered by the real tokenizer, no forward pass at blend
-    weight 0), a like turns the request into an exemplar; a dislike removes it."""
+    """At blend weight 0 no prompt is rendered, but the candidates the LLM would have
+    seen are logged under their labels: a like turns the request into an exemplar; a
+    dislike removes it."""
     rec = build(llm=real_generator(), llm_candidates=5)
     served = rec.recommend(user, k=5, explain=False)
-    assert served.prompt_hash
+    assert served.prompt_hash is None
     assert not served.llm_ranked
     assert not served.degraded
     item = served.items[1]
@@ -721,7 +722,10 @@ def test_liked_recommendations_become_exemplars(build: Build, user: int) -> None
     exemplar = rec.pool.get(exemplar_id)
     assert exemplar.source == "feedback"
     assert exemplar.user_id == user
-    assert exemplar.label == item.label
+    logged = rec.store.recommendation(served.id)
+    assert logged is not None
+    shown = list((logged.context or {})["candidate_ids"])
+    assert exemplar.label == "ABCDE"[shown.index(item.item_id)]
     assert exemplar.chosen == item.title
     assert set(exemplar.candidate_ids) == set(served.item_ids)
     out = rec.feedback({"user_id": user, "item_id": item.item_id, "kind": "dislike",
@@ -885,7 +889,7 @@ def test_save_and_load_round_trip(build: Build, tmp_path: Path, user: int) -> No
     everything = Filters(exclude_seen=False)
     served_again = loaded.recommend(user, k=50, explain=False, filters=everything)
     assert disliked not in served_again.item_ids
-    assert served_again.prompt_hash is not None
+    assert served_again.prompt_hash is None  # blend weight 0: no ranking prompt
     assert (
         loaded.recommend(user, k=5, explain=False).item_ids
         == rec.recommend(user, k=5, explain=False).item_ids
