@@ -22,7 +22,7 @@ from ragrec.generation._base import (
     GeneratorConfig,
     renormalise,
 )
-from ragrec.generation._transformers import bundled_model_path
+from ragrec.generation._transformers import SingleTokenLabels, bundled_model_path
 from ragrec.prompting import LABELS, Message, RenderedPrompt
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def gguf_path(config: GeneratorConfig) -> Path:
     )
 
 
-class LlamaCppTokenizer:
+class LlamaCppTokenizer(SingleTokenLabels):
     """The GGUF's own tokenizer and chat template, as the prompt builder needs them
     (the same token ids as the Hugging Face tokenizer built from the same file)."""
 
@@ -100,23 +100,6 @@ class LlamaCppTokenizer:
                 eos_token="",
             )
         )
-
-    def label_ids(self, labels: Sequence[str]) -> list[int]:
-        """The single token id of each label.
-
-        Raises:
-            ConfigError: A label is not one token for this tokenizer.
-        """
-        ids = []
-        for label in labels:
-            tokens = self.encode(label)
-            if len(tokens) != 1:
-                raise ConfigError(
-                    f"label {label!r} is {len(tokens)} tokens for this model's tokenizer; "
-                    "verbalizer ranking needs single-token labels"
-                )
-            ids.append(tokens[0])
-        return ids
 
 
 class LlamaCppGenerator:

@@ -74,7 +74,31 @@ def resolve_adapter(path: str) -> str:
     )
 
 
-class HFTokenizer:
+class SingleTokenLabels:
+    """``label_ids`` for any tokenizer with ``encode`` (shared by the backends)."""
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def label_ids(self, labels: Sequence[str]) -> list[int]:
+        """The single token id of each label.
+
+        Raises:
+            ConfigError: A label is not one token for this tokenizer.
+        """
+        ids = []
+        for label in labels:
+            tokens = self.encode(label)
+            if len(tokens) != 1:
+                raise ConfigError(
+                    f"label {label!r} is {len(tokens)} tokens for this model's tokenizer; "
+                    "verbalizer ranking needs single-token labels"
+                )
+            ids.append(tokens[0])
+        return ids
+
+
+class HFTokenizer(SingleTokenLabels):
     """A Hugging Face tokenizer as the prompt builder needs it."""
 
     def __init__(self, tokenizer: Any) -> None:
@@ -103,23 +127,6 @@ class HFTokenizer:
                 chat, tokenize=False, add_generation_prompt=generation_prompt
             )
         )
-
-    def label_ids(self, labels: Sequence[str]) -> list[int]:
-        """The single token id of each label.
-
-        Raises:
-            ConfigError: A label is not one token for this tokenizer.
-        """
-        ids = []
-        for label in labels:
-            tokens = self.encode(label)
-            if len(tokens) != 1:
-                raise ConfigError(
-                    f"label {label!r} is {len(tokens)} tokens for this model's tokenizer; "
-                    "verbalizer ranking needs single-token labels"
-                )
-            ids.append(tokens[0])
-        return ids
 
 
 class TransformersGenerator:
