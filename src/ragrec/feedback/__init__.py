@@ -27,6 +27,12 @@ from ragrec.feedback._errors import (
     StoreVersionError,
 )
 from ragrec.feedback._factory import DEFAULT_DB_NAME, open_store
+from ragrec.feedback._learners import (
+    ChannelCredit,
+    WeightLearner,
+    WeightLearnerConfig,
+    event_reward,
+)
 from ragrec.feedback._models import (
     DEFAULT_MIN_RATING,
     MAX_CONTEXT_BYTES,
@@ -53,6 +59,7 @@ __all__ = [
     "RATING_RANGE",
     "SCHEMA_VERSION",
     "TABLES",
+    "ChannelCredit",
     "EventKind",
     "FeedbackConflictError",
     "FeedbackEvent",
@@ -66,5 +73,8 @@ __all__ = [
     "SQLiteFeedbackStore",
     "ServedItem",
     "StoreVersionError",
+    "WeightLearner",
+    "WeightLearnerConfig",
+    "event_reward",
     "open_store",
 ]
