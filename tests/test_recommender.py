@@ -36,7 +36,12 @@ from ragrec import (
     Recommendation,
     Recommender,
 )
-from ragrec.feedback import FeedbackConflictError, InvalidFeedbackError, open_store
+from ragrec.feedback import (
+    FeedbackConflictError,
+    FeedbackOutcome,
+    InvalidFeedbackError,
+    open_store,
+)
 from ragrec.generation import blend_scores, display_title
 from ragrec.retrieval import Filters
 
@@ -124,7 +129,9 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _like(rec: Recommender, user: Any, item: Any, *, rec_id: str | None = None, **kw: Any) -> dict:
+def _like(
+    rec: Recommender, user: Any, item: Any, *, rec_id: str | None = None, **kw: Any
+) -> FeedbackOutcome:
     return rec.feedback({"user_id": user, "item_id": item, "kind": "like", "rec_id": rec_id, **kw})
 
 
@@ -433,7 +440,7 @@ def test_blend_weight_zero_runs_no_llm_ranking_pass(build: Build, user: int) -> 
     out = rec.feedback(
         {"user_id": user, "item_id": result.item_ids[0], "kind": "like", "rec_id": result.id}
     )
-    assert out.get("exemplar") in rec.pool
+    assert out.exemplar in rec.pool
     rec.close()
 
 
@@ -499,9 +506,9 @@ def test_feedback_is_stored_durably(build: Build, tmp_path: Path, user: int) -> 
     served = rec.recommend(user, k=3, explain=False)
     item = served.item_ids[0]
     out = _like(rec, user, item, rec_id=served.id, event_id="e-durable")
-    assert out["stored"] is True
-    assert out["event_id"] == "e-durable"
-    assert out["reward"] == 1.0
+    assert out.stored is True
+    assert out.event_id == "e-durable"
+    assert out.reward == 1.0
 
     with open_store(store_dir) as other:  # another connection sees the committed event
         events = other.events(user)
@@ -531,11 +538,11 @@ def test_a_repeated_event_is_stored_and_learned_once(build: Build, user: int) ->
     after = rec.weights(user)
     second = rec.feedback(event)
 
-    assert first["stored"] is True
-    assert second["stored"] is False
+    assert first.stored is True
+    assert second.stored is False
     assert after != before, "the like did not move the weights"
     assert rec.weights(user) == after, "the repeat was learned from again"
-    assert second["weights"] == after
+    assert second.weights == after
     assert rec.store.count() == 1
     with pytest.raises(FeedbackConflictError):
         rec.feedback({**event, "kind": "dislike"})
@@ -585,13 +592,13 @@ def test_feedback_many_learns_like_single_events(build: Build, user: int) -> Non
     sent = events(served[1].id, served[1].item_ids[:2])
     results = batched.feedback_many([*sent, sent[0]])
 
-    assert [r["stored"] for r in results] == [True, True, False]
-    assert [r["event_id"] for r in results] == ["e0", "e1", "e0"]
-    assert results[1]["weights"] == singles[1]["weights"]
+    assert [r.stored for r in results] == [True, True, False]
+    assert [r.event_id for r in results] == ["e0", "e1", "e0"]
+    assert results[1].weights == singles[1].weights
     assert batched.weights(user) == one_by_one.weights(user)
     assert batched.history(user) == one_by_one.history(user)
     assert batched.store.count() == 2
-    assert batched.feedback_many(sent)[0]["stored"] is False
+    assert batched.feedback_many(sent)[0].stored is False
     one_by_one.close()
     batched.close()
 
@@ -653,7 +660,7 @@ def test_feedback_cannot_credit_another_users_recommendation(build: Build, user:
     served = rec.recommend(user, k=3, explain=False)
     before = rec.weights(user)
     out = _like(rec, "intruder", served.item_ids[0], rec_id=served.id)
-    assert out["stored"] is True
+    assert out.stored is True
     assert rec.weights("intruder") == rec.weights(None) == before
     assert rec.store.get_weights("intruder") == {}
     rec.close()
@@ -717,7 +724,7 @@ def test_liked_recommendations_become_exemplars(build: Build, user: int) -> None
     assert not served.llm_ranked
     assert not served.degraded
     item = served.items[1]
-    exemplar_id = _like(rec, user, item.item_id, rec_id=served.id)["exemplar"]
+    exemplar_id = _like(rec, user, item.item_id, rec_id=served.id).exemplar
 
     exemplar = rec.pool.get(exemplar_id)
     assert exemplar.source == "feedback"
@@ -730,7 +737,7 @@ def test_liked_recommendations_become_exemplars(build: Build, user: int) -> None
     assert set(exemplar.candidate_ids) == set(served.item_ids)
     out = rec.feedback({"user_id": user, "item_id": item.item_id, "kind": "dislike",
                         "rec_id": served.id})  # fmt: skip
-    assert out["exemplar"] == exemplar_id
+    assert out.exemplar == exemplar_id
     assert exemplar_id not in rec.pool
     rec.close()
 

@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from collections.abc import Mapping
+from typing import Any
 
-from ragrec.feedback import WeightLearnerConfig
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ragrec.errors import ConfigError, describe_validation_error
+from ragrec.feedback import LearningConfig
 from ragrec.generation import ExplainConfig, GeneratorConfig, RerankConfig
 from ragrec.prompting import ExemplarConfig, PromptConfig
 from ragrec.retrieval import RetrieverConfig
 
-__all__ = ["LearningConfig", "RecommenderConfig"]
-
-
-class LearningConfig(BaseModel):
-    """What feedback changes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    weights: WeightLearnerConfig = Field(default_factory=WeightLearnerConfig)
-    exemplars: bool = Field(
-        default=True,
-        description="Liked or chosen recommendations become few-shot exemplars; disliked "
-        "ones are removed.",
-    )
-    profile: bool = Field(
-        default=True,
-        description="Positive events join the user's history at once (so the next request "
-        "reflects them); disliked items are not recommended to the user again.",
-    )
-    rating_positive: float = Field(
-        default=4.0, description="A rating at or above this is a positive event."
-    )
+__all__ = ["LearningConfig", "RecommenderConfig", "parse_recommender_config"]
 
 
 class RecommenderConfig(BaseModel):
@@ -74,3 +57,47 @@ class RecommenderConfig(BaseModel):
         description="postgresql://... for a shared feedback store; None: feedback.sqlite "
         "in the store directory (or in memory before save).",
     )
+
+    @property
+    def llm_ranks(self) -> bool:
+        """Whether requests run the LLM ranking pass (see ``score_with_llm``)."""
+        if self.llm_candidates == 0:
+            return False
+        if self.score_with_llm is not None:
+            return self.score_with_llm
+        return self.rerank.blend_weight > 0
+
+    def llm_note(self) -> str | None:
+        """Why the LLM ranking pass does not run, and how to turn it on (None when it
+        runs)."""
+        if self.llm_ranks:
+            return None
+        if self.llm_candidates == 0:
+            return "LLM ranking off: llm_candidates = 0 (retrieval only)"
+        if self.score_with_llm is False:
+            return "LLM ranking off: score_with_llm = false"
+        return (
+            f"LLM ranking off: blend weight {self.rerank.blend_weight:g} (fit on validation, "
+            f"the LLM did not improve on retrieval; {self.generator.model} ranks near chance). "
+            "Turn it on with a model that helps: `ragrec tune` then "
+            "`ragrec eval --ranker llm` to fit rerank.blend_weight, or a stronger "
+            "model/backend (generator.model, generator.backend = 'vllm' or 'openai')"
+        )
+
+
+def parse_recommender_config(
+    config: RecommenderConfig | Mapping[str, Any] | None,
+) -> RecommenderConfig:
+    """A :class:`RecommenderConfig` from itself, its dict form or None (the defaults).
+
+    Raises:
+        ConfigError: Unknown keys or invalid values, named.
+    """
+    if isinstance(config, RecommenderConfig):
+        return config
+    try:
+        return RecommenderConfig.model_validate(dict(config or {}))
+    except ValidationError as exc:
+        raise ConfigError(
+            f"recommender config: {describe_validation_error(exc)}; see RecommenderConfig"
+        ) from exc

@@ -294,17 +294,17 @@ class ChatSession:
                 "rec_id": rec.id,
             }
         )
-        after = dict(result.get("weights") or self.recommender.weights(user))
+        after = dict(result.weights)
         data: dict[str, Any] = {
             "kind": kind,
             "n": n,
             "item_id": item.item_id,
             "title": item.title,
-            "stored": result.get("stored", True),
-            "reward": result.get("reward"),
+            "stored": result.stored,
+            "reward": result.reward,
             "weights": after,
             "weight_changes": _weight_changes(before, after),
-            "exemplar": result.get("exemplar"),
+            "exemplar": result.exemplar,
         }
         if kind == "like":
             data["in_history"] = any(i == item.item_id for i, _ in self.recommender.history(user))

@@ -13,10 +13,21 @@ from ragrec.data._splits import (
     temporal_split,
     user_sequences,
 )
+from ragrec.data._storage import (
+    STORE_TEXT_PREFIX,
+    add_to_catalog,
+    catalog_from_store_frame,
+    check_user_id,
+    concat_catalogs,
+    interactions_from_store_frame,
+    remove_from_catalog,
+    user_rows,
+)
 from ragrec.data._validate import OnInvalid
 
 __all__ = [
     "DATASETS",
+    "STORE_TEXT_PREFIX",
     "Catalog",
     "DatasetSpec",
     "Interactions",
@@ -25,14 +36,21 @@ __all__ = [
     "MovieLensLayout",
     "OnInvalid",
     "TrainTestSplit",
+    "add_to_catalog",
+    "catalog_from_store_frame",
+    "check_user_id",
+    "concat_catalogs",
     "default_cache_dir",
     "detect_layout",
     "download_dataset",
+    "interactions_from_store_frame",
     "kcore",
     "leave_one_out",
     "load_movielens",
     "random_split",
     "read_table",
+    "remove_from_catalog",
     "temporal_split",
+    "user_rows",
     "user_sequences",
 ]

@@ -274,10 +274,12 @@ class Catalog:
             years=self.years[pos],
         )
 
-    def to_frame(self) -> pd.DataFrame:
-        """A DataFrame copy with ``item_id``, ``title``, ``year``, text fields, ``categories``."""
+    def to_frame(self, *, text_prefix: str = "") -> pd.DataFrame:
+        """A DataFrame copy with ``item_id``, ``title``, ``year``, text fields (their names
+        prefixed with ``text_prefix``, so a text field cannot clash with the others),
+        ``categories``."""
         data: dict[str, Any] = {"item_id": self.item_ids, "title": self.titles, "year": self.years}
-        data.update({k: v for k, v in self.text.items()})
+        data.update({f"{text_prefix}{k}": v for k, v in self.text.items()})
         data["categories"] = [list(c) for c in self.categories]
         return pd.DataFrame(data)
 

@@ -1,5 +1,7 @@
 """The full pipeline as a ranker: retrieval top-N re-ranked by the LLM, blended, with
-optional few-shot exemplars and explanations of each user's top items."""
+optional few-shot exemplars and explanations of each user's top items. It runs the
+product's request path (:class:`ragrec._pipeline.Pipeline`), so what is measured is the
+order a user gets."""
 
 from __future__ import annotations
 
@@ -12,23 +14,22 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ragrec._pipeline import Pipeline, Ranked
 from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
 from ragrec.eval._protocol import ProtocolData
 from ragrec.eval._rankers import Ranker, UserBatch
 from ragrec.generation import (
     ExplainConfig,
-    Explainer,
-    ExplainItem,
     ExplanationResult,
     Generator,
     GeneratorConfig,
-    LLMScores,
-    TitleIndex,
+    RerankConfig,
+    VerbalizerRanker,
+    fit_blend_weight,
     make_generator,
 )
-from ragrec.generation._rerank import RerankConfig, VerbalizerRanker, blend_scores, fit_blend_weight
-from ragrec.prompting import LABELS, ExemplarConfig, ExemplarPool, PromptBuilder, PromptConfig
+from ragrec.prompting import LABELS, ExemplarConfig, ExemplarPool, PromptConfig
 from ragrec.retrieval import (
     Candidate,
     CandidateList,
@@ -91,7 +92,7 @@ class LLMRankerConfig(BaseModel):
 class LLMRanker(Ranker):
     """Retrieval top-``n_candidates`` re-ranked by label log-probabilities, blended with
     the retrieval score by a weight fit on validation data; deeper retrieval candidates
-    follow in retrieval order.
+    follow in retrieval order (the product's rule, :func:`ragrec._pipeline.final_order`).
 
     With ``exemplars.k > 0``, :meth:`fit` seeds an exemplar pool from the training rows it
     is given (never a held-out target) and every prompt gets ``k`` of them (never the
@@ -105,30 +106,39 @@ class LLMRanker(Ranker):
         self, config: LLMRankerConfig | None = None, *, generator: Generator | None = None
     ) -> None:
         self.config = config or LLMRankerConfig()
-        self.retriever = Retriever(self.config.retriever)
-        self.generator = generator or make_generator(self.config.generator)
-        self._ranker: VerbalizerRanker | None = None
+        cfg = self.config
+        self.retriever = Retriever(cfg.retriever)
+        self.pipeline = Pipeline(
+            generator or make_generator(cfg.generator),
+            prompt=cfg.prompt,
+            rerank=cfg.rerank,
+            explain=cfg.explain,
+            n_candidates=cfg.n_candidates,
+        )
         self.exemplars: ExemplarPool | None = None
-        self.blend_weight = self.config.rerank.blend_weight
+        self.blend_weight = cfg.rerank.blend_weight
         self.blend_table: dict[float, float] = {}
         self.degraded = 0
         self.scored = 0
         self.explained = self.explained_llm = self.rewrites = 0
         self.explain_seconds = 0.0
         self._labels: dict[Any, str] = {}
-        self._title_index: TitleIndex | None = None
         self.stage_seconds = {"retrieve": 0.0, "llm": 0.0}
         self._extras: dict[Any, dict[str, Any]] = {}
 
     @property
+    def generator(self) -> Generator:
+        """The LLM backend."""
+        return self.pipeline.generator
+
+    @generator.setter
+    def generator(self, generator: Generator) -> None:
+        self.pipeline.generator = generator
+
+    @property
     def ranker(self) -> VerbalizerRanker:
         """The verbalizer ranker (loads the tokenizer on first use)."""
-        if self._ranker is None:
-            builder = PromptBuilder(self.generator.tokenizer, self.config.prompt)
-            self._ranker = VerbalizerRanker(
-                self.generator, builder, self.config.rerank, exemplars=self.exemplars
-            )
-        return self._ranker
+        return self.pipeline.ranker
 
     def fit(self, catalog: Catalog, interactions: Interactions) -> LLMRanker:
         """Fit the retriever and, with exemplars on, seed their pool from ``interactions``
@@ -137,7 +147,6 @@ class LLMRanker(Ranker):
         self._catalog = catalog
         self.degraded = self.scored = 0
         self.explained = self.explained_llm = self.rewrites = 0
-        self._title_index = None
         self.explain_seconds = 0.0
         self.stage_seconds = {"retrieve": 0.0, "llm": 0.0}
         self._extras = {}
@@ -149,8 +158,7 @@ class LLMRanker(Ranker):
             self.exemplars.seed_from_training(
                 catalog, interactions, candidates=self._retrieved_positions
             )
-        if self._ranker is not None:
-            self._ranker.exemplars = self.exemplars
+        self.pipeline.exemplars = self.exemplars
         return self
 
     def _retrieved_positions(self, user_id: Any, history: np.ndarray, k: int) -> list[int]:
@@ -167,12 +175,18 @@ class LLMRanker(Ranker):
         if self.config.blend_users is not None:
             cases = cases.head(self.config.blend_users)
         batch = UserBatch(cases.user_ids, cases.histories, cases.ratings, cases.candidates)
-        lists = self._rerank(*self._retrieve(batch, self.config.n_candidates))
+        queries, results = self._retrieve(batch, self.config.n_candidates)
+        outcomes = self._time_llm(lambda: self.pipeline.rerank(queries, results, self._catalog))
         retrieval, llm, targets = [], [], []
-        for (positions, ret_scores, llm_scores), target in zip(lists, cases.targets, strict=True):
+        n = self.config.n_candidates
+        for res, outcome, target in zip(results, outcomes, cases.targets, strict=True):
+            self._count(outcome.degraded)
+            positions = res.positions[:n]
             hits = np.flatnonzero(positions == target)
-            retrieval.append(ret_scores)
-            llm.append(llm_scores.logprobs)
+            retrieval.append(res.scores[:n])
+            # a degraded list has no LLM scores: zeros leave its retrieval order
+            lp = outcome.logprobs
+            llm.append(lp if lp is not None else np.zeros(len(positions)))
             targets.append(int(hits[0]) if len(hits) else -1)
         self.blend_weight, self.blend_table = fit_blend_weight(retrieval, llm, targets)
         logger.info("blend weight fit on %d validation users: %s", len(cases), self.blend_weight)
@@ -185,6 +199,16 @@ class LLMRanker(Ranker):
         if "blend_weight" in state:
             self.blend_weight = float(state["blend_weight"])
 
+    def _count(self, degraded: str | None) -> None:
+        self.scored += 1
+        self.degraded += int(degraded is not None)
+
+    def _time_llm(self, call: Any) -> Any:
+        start = time.perf_counter()
+        out = call()
+        self.stage_seconds["llm"] += time.perf_counter() - start
+        return out
+
     def _retrieve(
         self, batch: UserBatch, k: int
     ) -> tuple[list[RetrievalQuery], list[CandidateList]]:
@@ -195,10 +219,10 @@ class LLMRanker(Ranker):
         ]
         start = time.perf_counter()
         if not batch.candidates:
-            results = self.retriever.retrieve_batch(queries, k=k)
+            results, _ = self.pipeline.retrieve(self.retriever, queries, k=k)
         else:
             # a candidate-set protocol: the given items, in retrieval order, are re-ranked
-            full = self.retriever.retrieve_batch(queries, k=len(self._catalog))
+            full, _ = self.pipeline.retrieve(self.retriever, queries, k=len(self._catalog))
             results = [
                 self._restrict(res, cands)
                 for res, cands in zip(full, batch.candidates, strict=True)
@@ -220,87 +244,55 @@ class LLMRanker(Ranker):
         ]
         return dataclasses.replace(result, candidates=tuple(kept))
 
-    def _rerank(
-        self, queries: list[RetrievalQuery], results: list[CandidateList]
-    ) -> list[tuple[np.ndarray, np.ndarray, LLMScores]]:
-        """LLM scores for each result's top ``n_candidates``."""
-        catalog = self._catalog
-        n = self.config.n_candidates
-        requests = []
-        for q, res in zip(queries, results, strict=True):
-            hist = [(catalog.item_ids[p], str(catalog.titles[p])) for p in q.history]
-            cands = [(c.item_id, c.title) for c in res.candidates[:n]]
-            requests.append({"user_key": q.user_id, "history": hist, "candidates": cands})
-        start = time.perf_counter()
-        scored = self.ranker.score_batch(requests) if requests else []
-        self.stage_seconds["llm"] += time.perf_counter() - start
-        out = []
-        for res, llm in zip(results, scored, strict=True):
-            self.scored += 1
-            self.degraded += int(llm.degraded)
-            out.append((res.positions[:n], res.scores[:n], llm))
-        return out
-
     def score(self, batch: UserBatch) -> np.ndarray:
         if self.retriever.catalog is None:
             raise ConfigError("ranker 'llm' scored before fit(); call fit first")
         out = np.full((len(batch), len(self._catalog)), -np.inf)
         queries, deep = self._retrieve(batch, max(self.config.depth, self.config.n_candidates))
-        for row, res in enumerate(deep):
-            # deeper candidates keep retrieval order below every re-ranked one
-            out[row, res.positions] = res.scores - res.scores.max() - 1.0 if len(res) else 0.0
+        top = self.config.explain_top
+        ranked = self.pipeline.rank(
+            self.retriever,
+            queries,
+            deep,
+            self._catalog,
+            k=top,
+            blend=self.blend_weight,
+            explain=top > 0,
+            rewrite=top,
+        )
         extras: dict[Any, dict[str, Any]] = {}
-        explainer = Explainer(self.generator, self.config.explain)
-        for row, (positions, ret, llm) in enumerate(self._rerank(queries, deep)):
-            results: list[ExplanationResult] = []
-            if len(positions):
-                blended = blend_scores(ret, llm.logprobs, self.blend_weight)
-                out[row, positions] = 1000.0 + blended
-                if self.config.explain_top:
-                    results = self._explain(
-                        explainer, queries[row], deep[row], positions, blended, llm
-                    )
-            if self.config.explain_top:
-                extras[_key(queries[row].user_id)] = {
-                    "explanations": [_as_json(r, self._labels) for r in results]
+        for row, r in enumerate(ranked):
+            self._count(r.rerank.degraded)
+            self.stage_seconds["llm"] += r.llm_seconds
+            # the product's order, as scores: the final score decreases with the rank
+            out[row, r.candidates.positions] = r.final
+            if top:
+                results = [it.explanation for it in r.items if it.explanation is not None]
+                self._tally(results, r)
+                extras[_key(r.query.user_id)] = {
+                    "explanations": [_as_json(e, self._labels) for e in results]
                 }
         self._extras = extras
         return out
 
-    def _explain(
-        self,
-        explainer: Explainer,
-        query: RetrievalQuery,
-        candidates: CandidateList,
-        positions: np.ndarray,
-        blended: np.ndarray,
-        llm: LLMScores,
-    ) -> list[ExplanationResult]:
-        """Explanations of the top ``explain_top`` items of one user's final ranking, from
-        their retrieval evidence (rewritten by the LLM, checked), as the product writes
-        them; each item's label is the one it had in the (first) ranking prompt."""
-        n = len(positions)
-        if llm.prompts:
-            prompt = llm.prompts[0]
+    def _tally(self, results: list[ExplanationResult], ranked: Ranked) -> None:
+        """Count the explanations, and note each explained item's label: the one it had in
+        the (first) ranking prompt, or the one it would have had."""
+        if not results:
+            return
+        prompt = ranked.rerank.prompt
+        if prompt is not None:
             self._labels = {item: prompt.label_of(item) for item in prompt.candidate_ids}
         else:  # the prompt could not be rendered: the labels it would have shown
-            order = self.ranker.builder.order(query.user_id, n, 0)
-            self._labels = {llm.item_ids[i]: LABELS[j] for j, i in enumerate(order)}
-        top = np.argsort(-blended, kind="stable")[: self.config.explain_top]
-        chosen = self.retriever.evidence(query, [candidates.candidates[i] for i in top])
-        if self._title_index is None:
-            self._title_index = TitleIndex(self._catalog.titles.tolist())
-        results = explainer.explain(
-            [ExplainItem(c.item_id, c.title, c.evidence) for c in chosen],
-            rewrite=len(chosen),
-            titles=self._title_index,
-        )
+            n = min(len(ranked.candidates), self.config.n_candidates)
+            order = self.ranker.builder.order(ranked.query.user_id, n, 0)
+            items = ranked.candidates.item_ids
+            self._labels = {items[i]: LABELS[j] for j, i in enumerate(order)}
         for r in results:
             self.explained += 1
             self.explained_llm += int(r.source == "llm")
             self.rewrites += int(r.llm_text is not None)
             self.explain_seconds += r.seconds
-        return results
 
     def user_extras(self, batch: UserBatch) -> list[dict[str, Any]]:
         """Per user of the batch just scored: ``{"explanations": [...]}`` when

@@ -28,6 +28,7 @@ from ragrec.generation._factory import make_generator
 from ragrec.generation._rerank import (
     LLMScores,
     RerankConfig,
+    RerankRequest,
     VerbalizerRanker,
     blend_scores,
     content_free_prior,
@@ -47,6 +48,7 @@ __all__ = [
     "GeneratorConfig",
     "LLMScores",
     "RerankConfig",
+    "RerankRequest",
     "TitleIndex",
     "VerbalizerRanker",
     "blend_scores",

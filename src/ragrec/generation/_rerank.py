@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "LLMScores",
     "RerankConfig",
+    "RerankRequest",
     "VerbalizerRanker",
     "blend_scores",
     "content_free_prior",
@@ -80,6 +81,41 @@ class LLMScores:
     seconds: float
     degraded: bool = False
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """One candidate list for the LLM to rank.
+
+    Attributes:
+        user_key: Whose list it is (seeds the label shuffle; exemplars of this user are
+            never shown to them).
+        history: ``(item id, title)`` of the user's history, oldest first.
+        candidates: ``(item id, title)`` in retrieval order.
+        query: The user's free-text request, if any.
+    """
+
+    user_key: Any
+    history: Sequence[tuple[Any, str]]
+    candidates: Sequence[tuple[Any, str]]
+    query: str | None = None
+
+    @classmethod
+    def of(cls, value: RerankRequest | Mapping[str, Any]) -> RerankRequest:
+        """A request from itself or its keyword form (``{"user_key": ..., ...}``).
+
+        Raises:
+            ConfigError: A mapping with unknown or missing keys.
+        """
+        if isinstance(value, RerankRequest):
+            return value
+        try:
+            return cls(**value)
+        except TypeError as exc:
+            raise ConfigError(
+                f"rerank request {sorted(value)!r}: {exc}; pass user_key, history, "
+                "candidates and optionally query"
+            ) from None
 
 
 def content_free_prior(generator: Generator, builder: PromptBuilder, n: int) -> np.ndarray:
@@ -179,17 +215,25 @@ class VerbalizerRanker:
 
     def score_batch(
         self,
-        requests: Sequence[dict[str, Any]],
+        batch: Sequence[RerankRequest | Mapping[str, Any]],
     ) -> list[LLMScores]:
-        """Score several candidate lists; each request has the keyword arguments of
-        :meth:`prompts`. A backend failure degrades every request of the batch, and a
-        prompt that cannot fit its budget degrades its own request (flagged, with the
-        reason), instead of raising."""
+        """Score several candidate lists (:class:`RerankRequest`, or their keyword
+        form). A backend failure degrades every request of the batch, and a prompt that
+        cannot fit its budget degrades its own request (flagged, with the reason),
+        instead of raising."""
         start = time.perf_counter()
+        requests = [RerankRequest.of(r) for r in batch]
         rendered: list[tuple[list[RenderedPrompt], list[np.ndarray]] | str] = []
         for r in requests:
             try:
-                rendered.append(self.prompts(**r))
+                rendered.append(
+                    self.prompts(
+                        user_key=r.user_key,
+                        history=r.history,
+                        candidates=r.candidates,
+                        query=r.query,
+                    )
+                )
             except PromptTooLongError as exc:
                 rendered.append(f"PromptTooLongError: {exc}")
         flat = [p for item in rendered if not isinstance(item, str) for p in item[0]]
@@ -199,7 +243,7 @@ class VerbalizerRanker:
         if flat:
             try:
                 logprobs = self.generator.label_logprobs(flat)
-                priors = {len(r["candidates"]): self.prior(len(r["candidates"])) for r in requests}
+                priors = {len(r.candidates): self.prior(len(r.candidates)) for r in requests}
             except (RagrecError, RuntimeError, OSError, TimeoutError) as exc:
                 logger.warning("LLM ranking degraded to retrieval order: %s", exc)
                 failure = f"{type(exc).__name__}: {exc}"
@@ -207,7 +251,7 @@ class VerbalizerRanker:
         out = []
         row = 0
         for r, item in zip(requests, rendered, strict=True):
-            ids = tuple(i for i, _ in r["candidates"])
+            ids = tuple(i for i, _ in r.candidates)
             n = len(ids)
             if isinstance(item, str) or failure is not None:
                 prompts = () if isinstance(item, str) else tuple(item[0])

@@ -198,6 +198,16 @@ class Retriever:
         )
         return self
 
+    def refit(self, catalog: Catalog, interactions: Interactions) -> Retriever:
+        """A new retriever like this one (config, learnt channel weights) fit on other
+        data; the loaded embedder is reused, so refitting never loads the model again.
+        This retriever is left as it is."""
+        semantic = any(c.kind == "semantic" for c in self.channels)
+        retriever = Retriever(self.config, embedder=self.embedder if semantic else None)
+        retriever.fit(catalog, interactions)
+        retriever.weights = self.weights
+        return retriever
+
     def _set_fitted(self, context: ChannelContext) -> None:
         self.catalog = context.catalog
         self._histories = {u: (seq, context.ratings[u]) for u, seq in context.sequences.items()}

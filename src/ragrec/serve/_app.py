@@ -277,7 +277,7 @@ def create_app(
                         },
                     )
                 ) from exc
-        out = [FeedbackResult(event_id=r["event_id"], stored=r["stored"]) for r in results]
+        out = [FeedbackResult(event_id=r.event_id, stored=r.stored) for r in results]
         stored = sum(r.stored for r in out)
         metrics.events(stored=stored, repeated=len(out) - stored)
         if batch:

@@ -10,6 +10,7 @@ from ragrec.tuning._examples import (
     feedback_examples,
     holdout_rows,
 )
+from ragrec.tuning._run import forget_tuning_user, incremental_base, tune_store
 from ragrec.tuning._trainer import TuneProgress, Tuner, TuneResult, latest_run
 
 __all__ = [
@@ -23,7 +24,10 @@ __all__ = [
     "Tuner",
     "build_examples",
     "feedback_examples",
+    "forget_tuning_user",
     "holdout_rows",
+    "incremental_base",
     "latest_run",
     "parse_tune_config",
+    "tune_store",
 ]
