@@ -9,15 +9,15 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from ragrec.errors import ConfigError
+
+# The interface is re-exported: it was defined here before the split.
 from ragrec.retrieval._channel_base import (
     CHANNELS,
-    CONTRIBUTION_HISTORY,
     Channel,
     ChannelConfig,
     ChannelContext,
     DenseChannel,
     _require_state,
-    channel_kinds,
     register_channel,
 )
 from ragrec.retrieval._semantic import SemanticChannel, SemanticConfig
@@ -25,7 +25,6 @@ from ragrec.retrieval._types import RetrievalQuery
 
 __all__ = [
     "CHANNELS",
-    "CONTRIBUTION_HISTORY",
     "Channel",
     "ChannelConfig",
     "ChannelContext",
@@ -38,7 +37,6 @@ __all__ = [
     "SemanticConfig",
     "TransitionChannel",
     "TransitionConfig",
-    "channel_kinds",
     "register_channel",
 ]
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
 from ragrec.retrieval._atomic import atomic_folder
-from ragrec.retrieval._channels import CHANNELS, Channel, ChannelContext, channel_kinds
+from ragrec.retrieval._channel_base import CHANNELS, Channel, ChannelContext, channel_kinds
 from ragrec.retrieval._embedders import (
     CachedEmbedder,
     Embedder,
