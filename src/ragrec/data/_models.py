@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Catalog", "InteractionKind", "Interactions"]
 
+_T = TypeVar("_T")
+
 InteractionKind = str
 """Event kind of an interaction: ``"rating"``, ``"click"``, ``"like"``, ``"purchase"``, ..."""
 
@@ -40,6 +42,20 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     view = owner.view()
     view.flags.writeable = False
     return view
+
+
+def _frozen_ids(ids: np.ndarray) -> np.ndarray:
+    """Ids normalised (:func:`normalise_ids`; an empty array as it is) and read-only."""
+    return _frozen(normalise_ids(ids) if len(ids) else ids)
+
+
+def _from_file(
+    from_frame: Callable[..., _T], path: str | Path, encoding: str, **options: Any
+) -> _T:
+    """``from_frame`` of the table in ``path`` (CSV/TSV, JSONL or Parquet, by suffix),
+    with the file's name as the source."""
+    path = Path(path)
+    return from_frame(read_table(path, encoding=encoding), source=path.name, **options)
 
 
 def _check_mapping(
@@ -93,9 +109,7 @@ class Catalog:
     def __post_init__(self) -> None:
         n = len(self.item_ids)
         set_ = object.__setattr__
-        set_(
-            self, "item_ids", _frozen(normalise_ids(self.item_ids)) if n else _frozen(self.item_ids)
-        )
+        set_(self, "item_ids", _frozen_ids(self.item_ids))
         set_(self, "titles", _frozen(np.asarray(self.titles, dtype=object)))
         categories = self.categories or tuple(() for _ in range(n))
         set_(self, "categories", tuple(tuple(c) for c in categories))
@@ -223,15 +237,14 @@ class Catalog:
 
         See :meth:`from_frame` for the arguments; ``encoding`` applies to text files.
         """
-        path = Path(path)
-        frame = read_table(path, encoding=encoding)
-        return cls.from_frame(
-            frame,
+        return _from_file(
+            cls.from_frame,
+            path,
+            encoding,
             columns=columns,
             text_columns=text_columns,
             category_sep=category_sep,
             on_invalid=on_invalid,
-            source=path.name,
         )
 
     # access ---------------------------------------------------------------------------
@@ -319,12 +332,8 @@ class Interactions:
     def __post_init__(self) -> None:
         n = len(self.user_ids)
         set_ = object.__setattr__
-        set_(
-            self, "user_ids", _frozen(normalise_ids(self.user_ids)) if n else _frozen(self.user_ids)
-        )
-        set_(
-            self, "item_ids", _frozen(normalise_ids(self.item_ids)) if n else _frozen(self.item_ids)
-        )
+        set_(self, "user_ids", _frozen_ids(self.user_ids))
+        set_(self, "item_ids", _frozen_ids(self.item_ids))
         set_(self, "values", _frozen(np.asarray(self.values, dtype=np.float64)))
         set_(self, "timestamps", _frozen(np.asarray(self.timestamps, dtype=np.int64)))
         kinds = self.kinds if len(self.kinds) else np.full(n, "rating", dtype=object)
@@ -424,15 +433,14 @@ class Interactions:
 
         See :meth:`from_frame` for the arguments.
         """
-        path = Path(path)
-        frame = read_table(path, encoding=encoding)
-        return cls.from_frame(
-            frame,
+        return _from_file(
+            cls.from_frame,
+            path,
+            encoding,
             columns=columns,
             catalog=catalog,
             default_kind=default_kind,
             on_invalid=on_invalid,
-            source=path.name,
         )
 
     def __len__(self) -> int:

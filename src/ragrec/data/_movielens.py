@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -130,8 +131,27 @@ def _with_years(frame: pd.DataFrame, title_col: str) -> pd.DataFrame:
     return frame.assign(_year=years.fillna(""))
 
 
+def _movie_catalog(
+    movies: pd.DataFrame,
+    on_invalid: OnInvalid,
+    source: str,
+    *,
+    item: str = "item",
+    text_columns: Sequence[str] = (),
+) -> Catalog:
+    """The catalog of a movies table with ``title`` and ``genres`` columns and the item
+    id in ``item``; the release year is read from the title."""
+    return Catalog.from_frame(
+        _with_years(movies, "title"),
+        columns={"item": item, "title": "title", "genres": "genres", "year": "_year"},
+        text_columns=text_columns,
+        on_invalid=on_invalid,
+        source=source,
+    )
+
+
 def _latest_movies(folder: Path, on_invalid: OnInvalid) -> Catalog:
-    movies = _with_years(read_table(folder / "movies.csv"), "title")
+    movies = read_table(folder / "movies.csv")
     tags_path = folder / "tags.csv"
     text_columns: list[str] = []
     if tags_path.is_file():
@@ -139,12 +159,8 @@ def _latest_movies(folder: Path, on_invalid: OnInvalid) -> Catalog:
         if {"movieId", "tag"} <= set(tags.columns):
             movies = movies.assign(tags=_fold_tags(movies["movieId"], tags))
             text_columns.append("tags")
-    return Catalog.from_frame(
-        movies,
-        columns={"item": "movieId", "title": "title", "genres": "genres", "year": "_year"},
-        text_columns=text_columns,
-        on_invalid=on_invalid,
-        source="movies.csv",
+    return _movie_catalog(
+        movies, on_invalid, "movies.csv", item="movieId", text_columns=text_columns
     )
 
 
@@ -176,22 +192,10 @@ def _ml100k_movies(folder: Path, on_invalid: OnInvalid) -> Catalog:
     flags = items.iloc[:, 5 : 5 + len(_ML100K_GENRES)].to_numpy() == "1"
     genres = ["|".join(g for g, f in zip(_ML100K_GENRES, row, strict=True) if f) for row in flags]
     frame = pd.DataFrame({"item": items[0], "title": items[1], "genres": genres})
-    frame = _with_years(frame, "title")
-    return Catalog.from_frame(
-        frame,
-        columns={"item": "item", "title": "title", "genres": "genres", "year": "_year"},
-        on_invalid=on_invalid,
-        source="u.item",
-    )
+    return _movie_catalog(frame, on_invalid, "u.item")
 
 
 def _ml1m_movies(folder: Path, on_invalid: OnInvalid) -> Catalog:
     movies = read_table(folder / "movies.dat", sep="::", header=False, encoding="latin-1")
     movies = movies.rename(columns=dict(enumerate(["item", "title", "genres"])))
-    movies = _with_years(movies, "title")
-    return Catalog.from_frame(
-        movies,
-        columns={"item": "item", "title": "title", "genres": "genres", "year": "_year"},
-        on_invalid=on_invalid,
-        source="movies.dat",
-    )
+    return _movie_catalog(movies, on_invalid, "movies.dat")

@@ -55,7 +55,7 @@ from ragrec.feedback._models import (
     ServedItem,
 )
 from ragrec.feedback._postgres import PostgresFeedbackStore
-from ragrec.feedback._sql import SCHEMA_VERSION, TABLES
+from ragrec.feedback._sql_rows import SCHEMA_VERSION, TABLES
 from ragrec.feedback._sqlite import SQLiteFeedbackStore
 from ragrec.feedback._store import FeedbackStore
 

@@ -234,7 +234,22 @@ class _Record(BaseModel):
         )
 
 
-class FeedbackEvent(_Record):
+class _Stamped(_Record):
+    """A record with a timezone-aware ``timestamp`` and an optional JSON ``context``
+    (the subclass declares both fields)."""
+
+    @field_validator("timestamp", check_fields=False)
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return _check_timestamp(value)
+
+    @field_validator("context", check_fields=False)
+    @classmethod
+    def _json_context(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _check_context(value)
+
+
+class FeedbackEvent(_Stamped):
     """One thing a user did with an item, as stored by a feedback store.
 
     Events are idempotent by ``event_id``: storing the same event again is a no-op,
@@ -297,16 +312,6 @@ class FeedbackEvent(_Record):
                 f"that scale (ragrec does not clamp)"
             )
         return value
-
-    @field_validator("timestamp")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        return _check_timestamp(value)
-
-    @field_validator("context")
-    @classmethod
-    def _json_context(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return _check_context(value)
 
     def is_positive(self, *, min_rating: float = DEFAULT_MIN_RATING) -> bool:
         """True for clicks, likes, purchases, and ratings of at least ``min_rating``."""
@@ -391,7 +396,7 @@ def check_weights(weights: Any) -> dict[str, float]:
     return checked
 
 
-class RecommendationRecord(_Record):
+class RecommendationRecord(_Stamped):
     """A recommendation as served, kept so later events can be credited to the channels
     that proposed the item (idempotent by ``rec_id``, like events).
 
@@ -450,16 +455,6 @@ class RecommendationRecord(_Record):
                 )
             seen.add(key)
         return items
-
-    @field_validator("timestamp")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        return _check_timestamp(value)
-
-    @field_validator("context")
-    @classmethod
-    def _json_context(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return _check_context(value)
 
     def item(self, item_id: int | str) -> ServedItem | None:
         """The served item with this id, or ``None`` when it was not served."""

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
@@ -23,7 +20,6 @@ _INSTALL_HINT = (
 )
 # Any constant shared by every ragrec process: it names the lock for schema creation.
 _SCHEMA_LOCK_KEY = 0x7261677265630001
-_INHERITED: list[object] = []
 
 
 def _psycopg() -> ModuleType:
@@ -105,10 +101,7 @@ class PostgresFeedbackStore(SQLStore):
         self._url = url
         self._location = redact_url(url)
         self._connect_timeout = max(1, round(connect_timeout_s))
-        self._local = threading.local()
-        self._handles: weakref.WeakSet[ConnectionHandle] = weakref.WeakSet()
-        self._handles_lock = threading.Lock()
-        self._closed = False
+        self._start_connections()
         # Until the first connection succeeds, a connection error is a wrong URL or a
         # server that is down: report it at once rather than retrying.
         self._connected_once = False
@@ -130,15 +123,9 @@ class PostgresFeedbackStore(SQLStore):
         return self._location
 
     def _connection(self) -> Any:
-        if self._closed:
-            raise FeedbackStoreError(
-                f"feedback store {self.location} is closed; open it again with open_store()"
-            )
-        handle: ConnectionHandle | None = getattr(self._local, "handle", None)
-        if handle is not None and handle.pid == os.getpid() and not handle.conn.closed:
+        handle = self._thread_handle()
+        if handle is not None and not handle.conn.closed:
             return handle.conn
-        if handle is not None and handle.pid != os.getpid():
-            _INHERITED.append(handle)
         psycopg = self._psycopg
         try:
             conn = psycopg.connect(
@@ -160,11 +147,7 @@ class PostgresFeedbackStore(SQLStore):
         # The store promises that an acknowledged write is on disk, whatever the
         # server's default for this setting.
         conn.execute("SET synchronous_commit TO on")
-        handle = ConnectionHandle(conn)
-        self._local.handle = handle
-        with self._handles_lock:
-            self._handles.add(handle)
-        return conn
+        return self._keep(conn)
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Tx]:
@@ -192,11 +175,3 @@ class PostgresFeedbackStore(SQLStore):
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         return (self._psycopg.Error,)
-
-    def close(self) -> None:
-        self._closed = True
-        with self._handles_lock:
-            handles = list(self._handles)
-            self._handles.clear()
-        for handle in handles:
-            handle.close()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,10 +14,6 @@ from ragrec.feedback._errors import FeedbackStoreError
 from ragrec.feedback._sql import ConnectionHandle, SQLStore, Tx, logger
 
 __all__ = ["SQLiteFeedbackStore"]
-
-# Connections inherited through fork() belong to the parent: they are kept alive here,
-# never used and never closed, so the child cannot disturb the parent's locks.
-_INHERITED: list[object] = []
 
 
 class _SQLiteTx:
@@ -88,10 +82,7 @@ class SQLiteFeedbackStore(SQLStore):
         self._path = file
         self._synchronous = synchronous
         self._busy_timeout_s = float(busy_timeout_s)
-        self._local = threading.local()
-        self._handles: weakref.WeakSet[ConnectionHandle] = weakref.WeakSet()
-        self._handles_lock = threading.Lock()
-        self._closed = False
+        self._start_connections()
         try:
             self._version = self._init_schema()
         except BaseException:
@@ -147,15 +138,9 @@ class SQLiteFeedbackStore(SQLStore):
         )
 
     def _connection(self) -> sqlite3.Connection:
-        if self._closed:
-            raise FeedbackStoreError(
-                f"feedback store {self.location} is closed; open it again with open_store()"
-            )
-        handle: ConnectionHandle | None = getattr(self._local, "handle", None)
-        if handle is not None and handle.pid == os.getpid():
-            return handle.conn
+        handle = self._thread_handle()
         if handle is not None:
-            _INHERITED.append(handle)
+            return handle.conn
         conn = sqlite3.connect(
             self._path,
             timeout=self._busy_timeout_s,
@@ -182,11 +167,7 @@ class SQLiteFeedbackStore(SQLStore):
         except BaseException:
             conn.close()
             raise
-        handle = ConnectionHandle(conn)
-        self._local.handle = handle
-        with self._handles_lock:
-            self._handles.add(handle)
-        return conn
+        return self._keep(conn)
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Tx]:
@@ -219,11 +200,3 @@ class SQLiteFeedbackStore(SQLStore):
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         return (sqlite3.Error,)
-
-    def close(self) -> None:
-        self._closed = True
-        with self._handles_lock:
-            handles = list(self._handles)
-            self._handles.clear()
-        for handle in handles:
-            handle.close()

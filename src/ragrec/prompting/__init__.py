@@ -10,14 +10,14 @@ from ragrec.prompting._builder import (
     TokenizerLike,
     sanitize,
 )
-from ragrec.prompting._exemplars import (
+from ragrec.prompting._exemplar_model import (
     CandidatesFn,
     Exemplar,
     ExemplarConfig,
-    ExemplarPool,
     ExemplarSource,
     render_exemplar,
 )
+from ragrec.prompting._exemplars import ExemplarPool
 from ragrec.prompting._templates import (
     DEFAULT_EXPLAIN_TEMPLATE,
     DEFAULT_RANK_TEMPLATE,

@@ -4,25 +4,30 @@ similarity with diversity (langchain-core's MMR example selector), within a toke
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.example_selectors import MaxMarginalRelevanceExampleSelector
 from langchain_core.vectorstores import InMemoryVectorStore
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ragrec.data import Catalog, Interactions, user_sequences
-from ragrec.errors import ConfigError, DataValidationError, Problem
-from ragrec.prompting._builder import LABELS, Message, TokenizerLike, sanitize
+from ragrec.errors import ConfigError
+from ragrec.prompting._builder import LABELS, Message, TokenizerLike
+from ragrec.prompting._exemplar_io import read_pool_file, write_pool_file
+from ragrec.prompting._exemplar_model import (
+    CandidatesFn,
+    Exemplar,
+    ExemplarConfig,
+    ExemplarSource,
+    _history_text,
+    _json_id,
+    render_exemplar,
+)
 from ragrec.prompting._templates import DEFAULT_RANK_TEMPLATE, PromptTemplate
 
 if TYPE_CHECKING:
@@ -38,204 +43,6 @@ __all__ = [
     "ExemplarSource",
     "render_exemplar",
 ]
-
-ExemplarSource = Literal["train", "feedback"]
-"""Where an exemplar came from: a training user's sequence, or a user's feedback."""
-
-CandidatesFn = Callable[[Any, np.ndarray, int], Sequence[int]]
-"""``(user id, history positions, k) -> catalog positions``, best first: where seeded
-exemplars take their wrong candidates from (a retriever, typically)."""
-
-POOL_FORMAT = "ragrec-exemplar-pool"
-POOL_VERSION = 1
-
-
-class ExemplarConfig(BaseModel):
-    """Configuration of :class:`ExemplarPool`: how many exemplars a prompt gets, how they
-    are chosen, their token budget, and how a pool is seeded.
-
-    Every exemplar costs prompt tokens (and a forward pass over them). With
-    ``selection="similar"`` each user gets their own exemplars, so the shared prompt prefix
-    differs per user and the generator's prefix cache cannot be reused; ``"fixed"`` gives
-    every user the same exemplars, which the prefix cache computes once.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    k: int = Field(
-        default=2,
-        ge=0,
-        le=8,
-        description="Exemplars per prompt (0: none). The LLM ranker's default config sets "
-        "k=0 (off); giving it an [exemplars] table turns them on with this default.",
-    )
-    selection: Literal["similar", "fixed"] = Field(
-        default="similar",
-        description="similar: per user, the exemplars whose history is closest to theirs "
-        "(MMR for diversity); fixed: the same seeded choice for every user (prefix-cacheable).",
-    )
-    max_tokens: int = Field(
-        default=400,
-        ge=16,
-        description="Token budget of all exemplars' messages together, by the generator's "
-        "tokenizer; exemplars that do not fit are dropped. Exemplars also count toward the "
-        "prompt's max_prompt_tokens (the builder cuts the request's history to fit).",
-    )
-    fetch_k: int = Field(
-        default=20, ge=1, description="Most similar exemplars that MMR re-ranks for diversity."
-    )
-    lambda_mult: float = Field(
-        default=0.5,
-        ge=0,
-        le=1,
-        description="MMR trade-off: 1 ranks by similarity alone, 0 by diversity alone.",
-    )
-    pool_size: int = Field(
-        default=1000,
-        ge=1,
-        description="Most exemplars kept; when full, the oldest train exemplar is evicted "
-        "first (feedback exemplars only when no train exemplar is left).",
-    )
-    n_seed: int = Field(
-        default=200, ge=1, description="Training users a ranker seeds the pool from."
-    )
-    max_history: int = Field(
-        default=5,
-        ge=1,
-        description="History titles per seeded exemplar (its most recent); similarity also "
-        "compares only a request's most recent max_history titles.",
-    )
-    n_candidates: int = Field(
-        default=5, ge=2, le=26, description="Candidates per seeded exemplar (labels A..)."
-    )
-    seed: int = Field(default=0, description="Seed of seeding and of the fixed selection.")
-
-    @model_validator(mode="after")
-    def _fetch_at_least_k(self) -> ExemplarConfig:
-        if self.fetch_k < self.k:
-            raise ValueError(
-                f"fetch_k={self.fetch_k} is below k={self.k}: MMR picks k of the fetch_k most "
-                "similar exemplars; raise fetch_k"
-            )
-        return self
-
-
-def _json_id(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _history_text(titles: Sequence[str], max_history: int) -> str:
-    """What similarity compares: the most recent titles, one per line."""
-    kept = [sanitize(t) for t in titles][-max_history:]
-    return "\n".join(kept) or "(none)"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Exemplar:
-    """One worked ranking example: a history, labelled candidates and the label chosen.
-
-    The id is derived from the content the model sees (sanitized history, candidates and
-    label), so identical exemplars share an id and a pool keeps one of them.
-
-    Attributes:
-        user_id: Whose data it was built from (to delete it on request).
-        history: History titles, oldest first.
-        candidates: Candidate titles in label order (``candidates[0]`` is ``A``).
-        label: The label of the chosen candidate.
-        reason: Why it was chosen, when known (kept, not shown to the model).
-        source: ``"train"`` (seeded from training data) or ``"feedback"``.
-        history_ids: Item ids of ``history`` (empty when unknown).
-        candidate_ids: Item ids of ``candidates`` (empty when unknown).
-        id: Content hash, ``ex-`` and 16 hex digits.
-    """
-
-    user_id: Any
-    history: tuple[str, ...]
-    candidates: tuple[str, ...]
-    label: str
-    reason: str | None = None
-    source: ExemplarSource = "train"
-    history_ids: tuple[Any, ...] = ()
-    candidate_ids: tuple[Any, ...] = ()
-    id: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "user_id", _json_id(self.user_id))
-        set_(self, "history", tuple(str(t) for t in self.history))
-        set_(self, "candidates", tuple(str(t) for t in self.candidates))
-        set_(self, "history_ids", tuple(_json_id(i) for i in self.history_ids))
-        set_(self, "candidate_ids", tuple(_json_id(i) for i in self.candidate_ids))
-        n = len(self.candidates)
-        if not 2 <= n <= len(LABELS):
-            raise ConfigError(
-                f"an exemplar needs 2 to {len(LABELS)} candidates, got {n}; pass the chosen "
-                "item and at least one other"
-            )
-        if self.label not in LABELS[:n]:
-            raise ConfigError(
-                f"exemplar label {self.label!r} is not one of its {n} candidates' labels "
-                f"{LABELS[0]}..{LABELS[n - 1]}"
-            )
-        if self.source not in ("train", "feedback"):
-            raise ConfigError(f"exemplar source {self.source!r} must be 'train' or 'feedback'")
-        for name, ids, titles in (
-            ("history_ids", self.history_ids, self.history),
-            ("candidate_ids", self.candidate_ids, self.candidates),
-        ):
-            if ids and len(ids) != len(titles):
-                raise ConfigError(
-                    f"exemplar {name} has {len(ids)} ids for {len(titles)} titles; pass one "
-                    "id per title or none"
-                )
-        content = json.dumps(
-            [
-                [sanitize(t) for t in self.history],
-                [sanitize(t) for t in self.candidates],
-                self.label,
-            ]
-        )
-        set_(self, "id", "ex-" + hashlib.sha256(content.encode()).hexdigest()[:16])
-
-    @property
-    def chosen(self) -> str:
-        """The chosen candidate's title."""
-        return self.candidates[LABELS.index(self.label)]
-
-    @property
-    def chosen_id(self) -> Any:
-        """The chosen candidate's item id (``None`` when ids are unknown)."""
-        return self.candidate_ids[LABELS.index(self.label)] if self.candidate_ids else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (the pool file's records)."""
-        return {
-            "id": self.id,
-            "user_id": self.user_id,
-            "source": self.source,
-            "history": list(self.history),
-            "history_ids": list(self.history_ids),
-            "candidates": list(self.candidates),
-            "candidate_ids": list(self.candidate_ids),
-            "label": self.label,
-            "reason": self.reason,
-        }
-
-
-class _Record(BaseModel):
-    """One exemplar as stored in a pool file."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    id: str | None = None
-    user_id: int | str | None
-    source: Literal["train", "feedback"] = "train"
-    history: list[str]
-    history_ids: list[int | str] = Field(default_factory=list)
-    candidates: list[str]
-    candidate_ids: list[int | str] = Field(default_factory=list)
-    label: str
-    reason: str | None = None
 
 
 class _EmbedderEmbeddings(Embeddings):
@@ -266,35 +73,6 @@ class _MMRSelector(MaxMarginalRelevanceExampleSelector):
             **(self.vectorstore_kwargs or {}),
         )
         return self._documents_to_examples(docs)
-
-
-def render_exemplar(
-    exemplar: Exemplar, template: PromptTemplate = DEFAULT_RANK_TEMPLATE
-) -> tuple[Message, Message]:
-    """An exemplar as a (user, assistant) turn: the user message in the rank template's
-    format (no request text), the answer its label. All item text is sanitized.
-
-    Raises:
-        ConfigError: ``template`` is not a rank template.
-    """
-    if template.kind != "rank":
-        raise ConfigError(
-            f"exemplars render with a rank template; {template.id!r} is a {template.kind!r} "
-            "template (pass the prompt builder's template)"
-        )
-    labels = LABELS[: len(exemplar.candidates)]
-    values = {
-        "history": "\n".join(f"- {sanitize(t)}" for t in exemplar.history) or "(none)",
-        "candidates": "\n".join(
-            f"{label}. {sanitize(t)}" for label, t in zip(labels, exemplar.candidates, strict=True)
-        ),
-        "query": "",
-        "n_candidates": str(len(labels)),
-        "first_label": labels[0],
-        "last_label": labels[-1],
-    }
-    used = {k: v for k, v in values.items() if k in template.variables}
-    return Message("user", template.user.format(**used)), Message("assistant", exemplar.label)
 
 
 class ExemplarPool:
@@ -585,19 +363,7 @@ class ExemplarPool:
                         f"exemplar {rec['id']}: id {value!r} ({type(value).__name__}) cannot be "
                         "saved; user and item ids must be integers or strings"
                     )
-        payload = {"format": POOL_FORMAT, "version": POOL_VERSION, "exemplars": records}
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(payload, fh, ensure_ascii=False, indent=1)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_pool_file(target, records)
         return target
 
     @classmethod
@@ -616,78 +382,7 @@ class ExemplarPool:
                 (names the file, the record and the field).
         """
         source = Path(path)
-        fix = "restore the file from a backup, or delete it and seed a new pool"
-        try:
-            text = source.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(
-                f"exemplar pool file {str(source)!r} not found; check the path, or seed a pool "
-                "and save() it first"
-            ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataValidationError(
-                str(source), f"cannot be read as UTF-8 ({exc})", fix=fix
-            ) from exc
-        try:
-            payload = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataValidationError(str(source), f"not valid JSON ({exc})", fix=fix) from exc
-        if not isinstance(payload, dict) or payload.get("format") != POOL_FORMAT:
-            raise DataValidationError(
-                str(source),
-                f"not an exemplar pool file (expected a JSON object with format={POOL_FORMAT!r})",
-                fix=fix,
-            )
-        if payload.get("version") != POOL_VERSION:
-            raise DataValidationError(
-                str(source),
-                f"pool file version {payload.get('version')!r} is not supported "
-                f"(this ragrec reads version {POOL_VERSION})",
-                fix="seed and save the pool again with this version",
-            )
-        records = payload.get("exemplars")
-        if not isinstance(records, list):
-            raise DataValidationError(
-                str(source), "'exemplars' must be a list of exemplar records", fix=fix
-            )
-        problems: list[Problem] = []
-        exemplars: list[Exemplar] = []
-        for row, raw in enumerate(records, start=1):
-            try:
-                rec = _Record.model_validate(raw)
-                ex = Exemplar(
-                    user_id=rec.user_id,
-                    history=tuple(rec.history),
-                    candidates=tuple(rec.candidates),
-                    label=rec.label,
-                    reason=rec.reason,
-                    source=rec.source,
-                    history_ids=tuple(rec.history_ids),
-                    candidate_ids=tuple(rec.candidate_ids),
-                )
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"]) or None
-                got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
-                problems.append(Problem(row, where, f"{err['msg']}{got}"))
-                continue
-            except ConfigError as exc:
-                problems.append(Problem(row, None, str(exc)))
-                continue
-            if rec.id is not None and rec.id != ex.id:
-                problems.append(
-                    Problem(row, "id", f"{rec.id} does not match its content ({ex.id})")
-                )
-                continue
-            exemplars.append(ex)
-        if problems:
-            raise DataValidationError(
-                str(source),
-                "invalid exemplar records",
-                problems,
-                fix="correct or delete those records (an edited record needs its 'id' "
-                "removed, to be recomputed)",
-            )
+        exemplars = read_pool_file(source)
         pool = cls(config, embedder=embedder)
         if len(exemplars) > pool.config.pool_size:
             logger.warning(

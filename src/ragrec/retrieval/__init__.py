@@ -1,20 +1,20 @@
 """Retrieval: embedders, vector indexes, channels, fusion and filters."""
 
-from ragrec.retrieval._channels import (
+from ragrec.retrieval._channel_base import (
     CHANNELS,
     Channel,
     ChannelConfig,
     ChannelContext,
     DenseChannel,
+    register_channel,
+)
+from ragrec.retrieval._channels import (
     EaseChannel,
     EaseConfig,
     PopularityChannel,
     PopularityChannelConfig,
-    SemanticChannel,
-    SemanticConfig,
     TransitionChannel,
     TransitionConfig,
-    register_channel,
 )
 from ragrec.retrieval._collab import (
     ALSChannel,
@@ -35,6 +35,7 @@ from ragrec.retrieval._embedders import (
     item_texts,
     make_embedder,
 )
+from ragrec.retrieval._faiss_index import FaissIndex
 from ragrec.retrieval._fusion import ChannelWeights, Filters, FusionConfig, blocked_positions, fuse
 from ragrec.retrieval._fusion_fit import (
     FusionFit,
@@ -43,15 +44,13 @@ from ragrec.retrieval._fusion_fit import (
     fit_fusion,
     holdout_last,
 )
-from ragrec.retrieval._index import (
-    FaissIndex,
+from ragrec.retrieval._index import load_index, make_index
+from ragrec.retrieval._index_base import (
     IndexConfig,
     NumpyIndex,
     SearchResult,
     VectorIndex,
     VectorIndexError,
-    load_index,
-    make_index,
 )
 from ragrec.retrieval._items import ItemEmbeddings, catalog_fingerprint
 from ragrec.retrieval._retriever import (
@@ -61,6 +60,7 @@ from ragrec.retrieval._retriever import (
     StaleRetrieverStateError,
     data_fingerprint,
 )
+from ragrec.retrieval._semantic import SemanticChannel, SemanticConfig
 from ragrec.retrieval._sequential import SASRecChannel, SASRecConfig
 from ragrec.retrieval._types import (
     Candidate,

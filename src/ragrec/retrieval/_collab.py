@@ -3,8 +3,9 @@ through the vector index."""
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -218,6 +219,33 @@ def _require(name: str, state: Mapping[str, Any], *keys: str) -> None:
         )
 
 
+_IMPLICIT_MODELS = {"als": "AlternatingLeastSquares", "bpr": "BayesianPersonalizedRanking"}
+
+
+def _fit_implicit(
+    context: ChannelContext, kind: str, width: int, make_model: Callable[[type], Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Item vectors of width ``width`` fit with implicit's CPU ``kind`` model (built by
+    ``make_model`` from its class) on the user x item matrix, zero for items nobody saw,
+    and the mask of the items somebody saw."""
+    try:
+        module = importlib.import_module(f"implicit.cpu.{kind}")
+    except ImportError as exc:  # pragma: no cover - implicit is a core dependency
+        raise ConfigError(
+            f"channel {kind!r} needs implicit: pip install 'implicit>=0.7.3'"
+        ) from exc
+    matrix = user_item_matrix(context)
+    known = np.asarray(matrix.sum(axis=0)).ravel() > 0
+    if matrix.shape[0] == 0:
+        return np.zeros((len(context.catalog), width), np.float32), known
+    with _BlasOneThread():
+        model = make_model(getattr(module, _IMPLICIT_MODELS[kind]))
+        model.fit(matrix, show_progress=False)
+    vectors = np.asarray(model.item_factors, dtype=np.float32)
+    vectors[~known] = 0.0
+    return vectors, known
+
+
 # ---------------------------------------------------------------------------------------- als
 
 
@@ -252,30 +280,20 @@ class ALSChannel(VectorChannel):
     config: ALSChannelConfig
 
     def _fit_vectors(self, context: ChannelContext) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            from implicit.cpu.als import AlternatingLeastSquares
-        except ImportError as exc:  # pragma: no cover - implicit is a core dependency
-            raise ConfigError(
-                "channel 'als' needs implicit: pip install 'implicit>=0.7.3'"
-            ) from exc
         cfg = self.config
-        matrix = user_item_matrix(context)
-        known = np.asarray(matrix.sum(axis=0)).ravel() > 0
-        if matrix.shape[0] == 0:
-            return np.zeros((len(context.catalog), cfg.factors), np.float32), known
-        with _BlasOneThread():
-            model = AlternatingLeastSquares(
+        return _fit_implicit(
+            context,
+            "als",
+            cfg.factors,
+            lambda cls: cls(
                 factors=cfg.factors,
                 regularization=cfg.regularization,
                 alpha=cfg.alpha,
                 iterations=cfg.iterations,
                 num_threads=cfg.threads,
                 random_state=cfg.seed,
-            )
-            model.fit(matrix, show_progress=False)
-        vectors = np.asarray(model.item_factors, dtype=np.float32)
-        vectors[~known] = 0.0
-        return vectors, known
+            ),
+        )
 
     def _gram(self) -> tuple[np.ndarray, np.ndarray]:
         """The item factors in float64 and ``Y'Y + reg I``, computed once per fit."""
@@ -340,31 +358,21 @@ class BPRChannel(VectorChannel):
     config: BPRChannelConfig
 
     def _fit_vectors(self, context: ChannelContext) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            from implicit.cpu.bpr import BayesianPersonalizedRanking
-        except ImportError as exc:  # pragma: no cover - implicit is a core dependency
-            raise ConfigError(
-                "channel 'bpr' needs implicit: pip install 'implicit>=0.7.3'"
-            ) from exc
+        # implicit keeps the item bias in the last factor and a 1 in every user's
         cfg = self.config
-        matrix = user_item_matrix(context)
-        known = np.asarray(matrix.sum(axis=0)).ravel() > 0
-        if matrix.shape[0] == 0:
-            return np.zeros((len(context.catalog), cfg.factors + 1), np.float32), known
-        with _BlasOneThread():
-            model = BayesianPersonalizedRanking(
+        return _fit_implicit(
+            context,
+            "bpr",
+            cfg.factors + 1,
+            lambda cls: cls(
                 factors=cfg.factors,
                 learning_rate=cfg.learning_rate,
                 regularization=cfg.regularization,
                 iterations=cfg.iterations,
                 num_threads=cfg.threads,
                 random_state=cfg.seed,
-            )
-            model.fit(matrix, show_progress=False)
-        # implicit keeps the item bias in the last factor and a 1 in every user's
-        vectors = np.asarray(model.item_factors, dtype=np.float32)
-        vectors[~known] = 0.0
-        return vectors, known
+            ),
+        )
 
     def user_vectors(self, queries: Sequence[RetrievalQuery]) -> np.ndarray:
         y = self._vectors.astype(np.float64)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -18,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
-from ragrec.retrieval._channels import CHANNELS, Channel, ChannelContext, channel_kinds
+from ragrec.retrieval._atomic import atomic_folder
+from ragrec.retrieval._channel_base import CHANNELS, Channel, ChannelContext, channel_kinds
 from ragrec.retrieval._embedders import (
     CachedEmbedder,
     Embedder,
@@ -224,9 +223,7 @@ class Retriever:
         """
         self._require_fit()
         target = Path(folder)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with atomic_folder(target) as tmp:
             if self.embeddings is not None:
                 np.save(tmp / "vectors.npy", self.embeddings.vectors)
                 self.embeddings.index.save(
@@ -247,17 +244,6 @@ class Retriever:
                 "embedder": self.embedder.name if self.embeddings is not None else None,
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-            old = target.with_name(f".{target.name}.old")
-            if target.exists():
-                if old.exists():
-                    shutil.rmtree(old)
-                target.rename(old)
-            tmp.rename(target)
-            if old.exists():
-                shutil.rmtree(old)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
 
     @classmethod

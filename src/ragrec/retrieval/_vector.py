@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ragrec.errors import ConfigError
-from ragrec.retrieval._channels import Channel, ChannelContext
+from ragrec.retrieval._channel_base import Channel, ChannelContext, _index_candidates
 from ragrec.retrieval._index import IndexConfig, VectorIndex, make_index
 from ragrec.retrieval._types import ChannelCandidates, RetrievalQuery
 
@@ -120,22 +120,11 @@ class VectorChannel(Channel):
         self, queries: Sequence[RetrievalQuery], k: int, *, blocked: Sequence[np.ndarray]
     ) -> list[ChannelCandidates]:
         self._check_fitted()
-        out = [ChannelCandidates(self.name, np.empty(0, np.int64), np.empty(0)) for _ in queries]
-        rows = [i for i, q in enumerate(queries) if not q.cold]
-        if not rows or len(self.index) == 0:
-            return out
-        vectors = self.user_vectors([queries[i] for i in rows])
-        catalog = self._catalog
-        exclude = [catalog.item_ids[blocked[i]].tolist() for i in rows]
-        result = self.index.search(vectors, k, exclude=exclude)
-        for j, row in enumerate(rows):
-            n = int(result.found[j])
-            pos = catalog.positions(result.ids[j, :n])
-            keep = pos >= 0
-            out[row] = ChannelCandidates(
-                self.name, pos[keep], result.scores[j, :n][keep].astype(np.float64)
-            )
-        return out
+        rows = [i for i, q in enumerate(queries) if not q.cold] if len(self.index) else []
+        vectors = self.user_vectors([queries[i] for i in rows]) if rows else None
+        return _index_candidates(
+            self.name, self.index, self._catalog, len(queries), rows, vectors, k, blocked
+        )
 
     def score_items(
         self, queries: Sequence[RetrievalQuery], positions: Sequence[np.ndarray]
