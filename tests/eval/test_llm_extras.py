@@ -324,10 +324,11 @@ class TestExemplars:
             tuple(cases.ratings[i] for i in rows),
         )
         queries, results = ranker._retrieve(batch, ranker.config.n_candidates)
-        outcome = ranker._rerank(queries, results)
+        outcomes = ranker.pipeline.rerank(queries, results, data.catalog)
         own_users = 0
-        for q, (_, _, llm) in zip(queries, outcome, strict=True):
-            (prompt,) = llm.prompts
+        for q, outcome in zip(queries, outcomes, strict=True):
+            assert outcome.scores is not None
+            (prompt,) = outcome.scores.prompts
             assert len(prompt.exemplar_ids) == 2
             assert all(pool.get(e).user_id != q.user_id for e in prompt.exemplar_ids)
             own_users += q.user_id in {e.user_id for e in pool}

@@ -21,7 +21,7 @@ from ragrec.eval import (
     prepare_protocol,
 )
 from ragrec.eval.metrics import UNRANKED
-from ragrec.generation import BUNDLED_MODEL, Generator
+from ragrec.generation import BUNDLED_MODEL, Generator, RerankRequest
 from ragrec.retrieval import RetrievalQuery
 
 RETRIEVER = {"channels": [{"kind": "transition"}, {"kind": "popularity", "weight": 0.01}]}
@@ -123,8 +123,8 @@ def test_llm_ranker_reranks_exactly_the_candidate_set(ml_small: Any) -> None:
     seen: list[list[Any]] = []
     score_batch = ranker.ranker.score_batch
 
-    def recording(requests: Sequence[dict[str, Any]]) -> Any:
-        seen.extend([c[0] for c in r["candidates"]] for r in requests)
+    def recording(requests: Sequence[RerankRequest]) -> Any:
+        seen.extend([c[0] for c in r.candidates] for r in requests)
         return score_batch(requests)
 
     ranker.ranker.score_batch = recording  # type: ignore[method-assign]
