@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ragrec._settings import Settings
 from ragrec.feedback import WeightLearnerConfig
 from ragrec.generation import ExplainConfig, GeneratorConfig, RerankConfig
 from ragrec.prompting import ExemplarConfig, PromptConfig
@@ -12,10 +13,8 @@ from ragrec.retrieval import RetrieverConfig
 __all__ = ["LearningConfig", "RecommenderConfig"]
 
 
-class LearningConfig(BaseModel):
+class LearningConfig(Settings):
     """What feedback changes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     weights: WeightLearnerConfig = Field(default_factory=WeightLearnerConfig)
     exemplars: bool = Field(
@@ -33,10 +32,8 @@ class LearningConfig(BaseModel):
     )
 
 
-class RecommenderConfig(BaseModel):
+class RecommenderConfig(Settings):
     """Everything a :class:`Recommender` is built from (saved with the store)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     retriever: RetrieverConfig = Field(default_factory=RetrieverConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)

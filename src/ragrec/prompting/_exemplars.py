@@ -20,6 +20,7 @@ from langchain_core.example_selectors import MaxMarginalRelevanceExampleSelector
 from langchain_core.vectorstores import InMemoryVectorStore
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ragrec._settings import Settings
 from ragrec.data import Catalog, Interactions, user_sequences
 from ragrec.errors import ConfigError, DataValidationError, Problem
 from ragrec.prompting._builder import LABELS, Message, TokenizerLike, sanitize
@@ -50,7 +51,7 @@ POOL_FORMAT = "ragrec-exemplar-pool"
 POOL_VERSION = 1
 
 
-class ExemplarConfig(BaseModel):
+class ExemplarConfig(Settings):
     """Configuration of :class:`ExemplarPool`: how many exemplars a prompt gets, how they
     are chosen, their token budget, and how a pool is seeded.
 
@@ -59,8 +60,6 @@ class ExemplarConfig(BaseModel):
     differs per user and the generator's prefix cache cannot be reused; ``"fixed"`` gives
     every user the same exemplars, which the prefix cache computes once.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     k: int = Field(
         default=2,

@@ -10,8 +10,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ragrec._settings import Settings
 from ragrec.data import Catalog, Interactions, user_sequences
 from ragrec.errors import ConfigError
 from ragrec.retrieval._index import IndexConfig
@@ -38,10 +39,8 @@ __all__ = [
 ]
 
 
-class ChannelConfig(BaseModel):
+class ChannelConfig(Settings):
     """Base of channel configs: closed (unknown keys are errors), immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)
