@@ -146,3 +146,13 @@ def test_loading_the_config_skips_the_heavy_eval_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_name_of_ragrec_eval_resolves() -> None:
+    import ragrec.eval
+
+    for name in ragrec.eval.__all__:
+        assert getattr(ragrec.eval, name) is not None, name
+    assert set(ragrec.eval.__all__) <= set(dir(ragrec.eval))
+    with pytest.raises(AttributeError, match="no_such_name"):
+        ragrec.eval.no_such_name  # noqa: B018

@@ -1,5 +1,6 @@
 """Catalog and interaction data: models, loaders, filters and splits."""
 
+from ragrec.data._config import DataConfig
 from ragrec.data._download import DATASETS, DatasetSpec, default_cache_dir, download_dataset
 from ragrec.data._io import read_table
 from ragrec.data._models import Catalog, Interactions
@@ -18,6 +19,7 @@ from ragrec.data._validate import OnInvalid
 __all__ = [
     "DATASETS",
     "Catalog",
+    "DataConfig",
     "DatasetSpec",
     "Interactions",
     "LeaveOneOutSplit",

@@ -16,9 +16,10 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
+from ragrec._settings import Settings
 from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
-from ragrec.eval._rankers import Ranker, UserBatch, _Config
+from ragrec.eval._rankers import Ranker, UserBatch
 
 if TYPE_CHECKING:
     from implicit.cpu.als import AlternatingLeastSquares
@@ -159,7 +160,7 @@ def _fit_implicit(
     return model, users, cold, report
 
 
-class ItemKNNConfig(_Config):
+class ItemKNNConfig(Settings):
     """Configuration of :class:`ItemKNNRanker`."""
 
     neighbors: int = Field(
@@ -249,7 +250,7 @@ class ItemKNNRanker(Ranker):
 # ---------------------------------------------------------------------------------------- als
 
 
-class ALSConfig(_Config):
+class ALSConfig(Settings):
     """Configuration of :class:`ALSRanker`."""
 
     factors: int = Field(default=128, ge=1, description="Latent factors per user and item.")
@@ -331,7 +332,7 @@ class ALSRanker(Ranker):
 # ---------------------------------------------------------------------------------------- bpr
 
 
-class BPRConfig(_Config):
+class BPRConfig(Settings):
     """Configuration of :class:`BPRRanker`."""
 
     factors: int = Field(default=64, ge=1, description="Latent factors per user and item.")
