@@ -90,8 +90,26 @@ def one_blas_thread() -> Iterator[None]:
         yield
 
 
-def _needs_implicit(what: str) -> ConfigError:
-    return ConfigError(f"{what} needs implicit: pip install 'implicit>=0.7.3'")
+def _implicit_model(what: str, params: ALSParams | BPRParams, **specific: float) -> Any:
+    """An unfitted ``implicit`` CPU model of ``params`` (ALS or BPR) with its
+    algorithm-specific ``specific`` settings; ``what`` (``"channel 'als'"``) names the
+    user in the error when implicit is missing."""
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+    except ImportError as exc:  # pragma: no cover - implicit is a core dependency
+        raise ConfigError(f"{what} needs implicit: pip install 'implicit>=0.7.3'") from exc
+    model: Any = BayesianPersonalizedRanking
+    if isinstance(params, ALSParams):
+        model = AlternatingLeastSquares
+    return model(
+        factors=params.factors,
+        regularization=params.regularization,
+        iterations=params.iterations,
+        num_threads=params.threads,
+        random_state=params.seed,
+        **specific,
+    )
 
 
 # ------------------------------------------------------------------------------------ itemknn
@@ -268,18 +286,26 @@ class ALSParams(Settings):
     def implicit_model(self, what: str) -> AlternatingLeastSquares:
         """An unfitted ``implicit`` ALS model with these settings (``what``, say
         ``"channel 'als'"``, names the user in the error when implicit is missing)."""
-        try:
-            from implicit.cpu.als import AlternatingLeastSquares
-        except ImportError as exc:  # pragma: no cover - implicit is a core dependency
-            raise _needs_implicit(what) from exc
-        return AlternatingLeastSquares(
-            factors=self.factors,
-            regularization=self.regularization,
-            alpha=self.alpha,
-            iterations=self.iterations,
-            num_threads=self.threads,
-            random_state=self.seed,
-        )
+        model: AlternatingLeastSquares = _implicit_model(what, self, alpha=self.alpha)
+        return model
+
+
+def _fit_item_factors(
+    channel: ALSChannel | BPRChannel, context: ChannelContext, *, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The item factors (``width`` columns; 0 for items without training rows) an
+    ``implicit`` model of ``channel``'s settings learns from the training rows, and the
+    mask of the items with training rows."""
+    matrix = user_item_matrix(context)
+    known = np.asarray(matrix.sum(axis=0)).ravel() > 0
+    if matrix.shape[0] == 0:
+        return np.zeros((len(context.catalog), width), np.float32), known
+    with one_blas_thread():
+        model = channel.config.implicit_model(f"channel {channel.kind!r}")
+        model.fit(matrix, show_progress=False)
+    vectors = np.asarray(model.item_factors, dtype=np.float32)
+    vectors[~known] = 0.0
+    return vectors, known
 
 
 class ALSChannelConfig(ChannelConfig, ALSParams):
@@ -301,17 +327,7 @@ class ALSChannel(VectorChannel):
     config: ALSChannelConfig
 
     def _fit_vectors(self, context: ChannelContext) -> tuple[np.ndarray, np.ndarray]:
-        cfg = self.config
-        matrix = user_item_matrix(context)
-        known = np.asarray(matrix.sum(axis=0)).ravel() > 0
-        if matrix.shape[0] == 0:
-            return np.zeros((len(context.catalog), cfg.factors), np.float32), known
-        with one_blas_thread():
-            model = cfg.implicit_model("channel 'als'")
-            model.fit(matrix, show_progress=False)
-        vectors = np.asarray(model.item_factors, dtype=np.float32)
-        vectors[~known] = 0.0
-        return vectors, known
+        return _fit_item_factors(self, context, width=self.config.factors)
 
     def _gram(self) -> tuple[np.ndarray, np.ndarray]:
         """The item factors in float64 and ``Y'Y + reg I``, computed once per fit."""
@@ -368,18 +384,10 @@ class BPRParams(Settings):
     def implicit_model(self, what: str) -> BayesianPersonalizedRanking:
         """An unfitted ``implicit`` BPR model with these settings (``what`` names the user
         in the error when implicit is missing)."""
-        try:
-            from implicit.cpu.bpr import BayesianPersonalizedRanking
-        except ImportError as exc:  # pragma: no cover - implicit is a core dependency
-            raise _needs_implicit(what) from exc
-        return BayesianPersonalizedRanking(
-            factors=self.factors,
-            learning_rate=self.learning_rate,
-            regularization=self.regularization,
-            iterations=self.iterations,
-            num_threads=self.threads,
-            random_state=self.seed,
+        model: BayesianPersonalizedRanking = _implicit_model(
+            what, self, learning_rate=self.learning_rate
         )
+        return model
 
 
 class BPRChannelConfig(ChannelConfig, BPRParams):
@@ -397,18 +405,8 @@ class BPRChannel(VectorChannel):
     config: BPRChannelConfig
 
     def _fit_vectors(self, context: ChannelContext) -> tuple[np.ndarray, np.ndarray]:
-        cfg = self.config
-        matrix = user_item_matrix(context)
-        known = np.asarray(matrix.sum(axis=0)).ravel() > 0
-        if matrix.shape[0] == 0:
-            return np.zeros((len(context.catalog), cfg.factors + 1), np.float32), known
-        with one_blas_thread():
-            model = cfg.implicit_model("channel 'bpr'")
-            model.fit(matrix, show_progress=False)
         # implicit keeps the item bias in the last factor and a 1 in every user's
-        vectors = np.asarray(model.item_factors, dtype=np.float32)
-        vectors[~known] = 0.0
-        return vectors, known
+        return _fit_item_factors(self, context, width=self.config.factors + 1)
 
     def user_vectors(self, queries: Sequence[RetrievalQuery]) -> np.ndarray:
         y = self._vectors.astype(np.float64)
