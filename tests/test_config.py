@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from ragrec.config import DataConfig, EvalConfig, RagrecConfig, load_config, to_toml
+from ragrec.config import (
+    DataConfig,
+    EvalConfig,
+    RagrecConfig,
+    RecommenderConfig,
+    load_config,
+    to_toml,
+)
 from ragrec.errors import ConfigError
 from ragrec.eval import DEFAULT_METRICS
 
@@ -172,6 +179,14 @@ def test_overrides_without_a_file() -> None:
                 batch_size=64,
                 limit_users=100,
             ),
+            recommender=RecommenderConfig.model_validate(
+                {
+                    "retriever": {"channels": [{"kind": "popularity"}, {"kind": "ease"}]},
+                    "llm_candidates": 5,
+                    "score_with_llm": True,
+                    "feedback_url": "postgresql://db/ragrec",
+                }
+            ),
         ),
     ],
 )
@@ -179,3 +194,23 @@ def test_to_toml_round_trips(tmp_path: Path, cfg: RagrecConfig) -> None:
     text = to_toml(cfg)
     assert "[eval]" in text
     assert load_config(_write(tmp_path, text)) == cfg
+
+
+def test_recommender_table_is_validated(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[recommender]\nllm_candidates = 7\n\n[recommender.prompt]\nseed = 3\n")
+    cfg = load_config(path)
+    assert cfg.recommender.llm_candidates == 7
+    assert cfg.recommender.prompt.seed == 3
+    assert cfg.recommender.retriever == RecommenderConfig().retriever
+    with pytest.raises(ConfigError, match="llm_candidatez"):
+        load_config(_write(tmp_path, "[recommender]\nllm_candidatez = 7\n"))
+    with pytest.raises(ConfigError, match="llm_candidates"):
+        load_config(recommender={"llm_candidates": 99})
+
+
+def test_the_table_models_live_with_their_packages() -> None:
+    from ragrec import RecommenderConfig as Recommender
+    from ragrec.data import DataConfig as Data
+    from ragrec.eval import EvalConfig as Eval
+
+    assert (DataConfig, EvalConfig, RecommenderConfig) == (Data, Eval, Recommender)

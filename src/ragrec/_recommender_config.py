@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from ragrec._settings import Settings
 from ragrec.errors import ConfigError, describe_validation_error
 from ragrec.feedback import LearningConfig
 from ragrec.generation import ExplainConfig, GeneratorConfig, RerankConfig
@@ -16,10 +17,8 @@ from ragrec.retrieval import RetrieverConfig
 __all__ = ["LearningConfig", "RecommenderConfig", "parse_recommender_config"]
 
 
-class RecommenderConfig(BaseModel):
+class RecommenderConfig(Settings):
     """Everything a :class:`Recommender` is built from (saved with the store)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     retriever: RetrieverConfig = Field(default_factory=RetrieverConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)

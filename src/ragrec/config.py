@@ -1,119 +1,43 @@
 """The resolved configuration of a ragrec run: pydantic models, loadable from TOML.
 
-Every model forbids unknown keys, so a typo is an error naming the key, never a
-silently ignored setting.
+Each table's model lives with its package (``[data]``: :class:`ragrec.data.DataConfig`,
+``[eval]``: :class:`ragrec.eval.EvalConfig`, ``[recommender]``:
+:class:`ragrec.RecommenderConfig`) and is re-exported here. Every model forbids unknown
+keys, so a typo is an error naming the key, never a silently ignored setting.
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
+from ragrec._recommender_config import RecommenderConfig
+from ragrec._settings import Settings
+from ragrec.data import DataConfig
 from ragrec.errors import ConfigError, describe_validation_error
+from ragrec.eval import EvalConfig
 
-__all__ = ["DataConfig", "EvalConfig", "RagrecConfig", "load_config", "to_toml"]
-
-
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DataConfig(_Config):
-    """Where the data comes from and how invalid rows are treated."""
-
-    path: str = Field(
-        default="movielens-small",
-        description="A dataset name (movielens-small: downloaded once and cached) or a "
-        "MovieLens folder (ml-latest-small, ml-100k or ml-1m layout).",
-    )
-    on_invalid: Literal["error", "drop"] = Field(
-        default="error",
-        description="'error' stops at invalid rows; 'drop' skips them (counted, logged).",
-    )
-    cache_dir: str | None = Field(
-        default=None,
-        description="Folder for downloaded datasets; None means ~/.cache/ragrec/datasets.",
-    )
+__all__ = [
+    "DataConfig",
+    "EvalConfig",
+    "RagrecConfig",
+    "RecommenderConfig",
+    "load_config",
+    "read_toml",
+    "to_toml",
+]
 
 
-class EvalConfig(_Config):
-    """An offline evaluation run."""
-
-    protocol: Literal["llamarec", "llmrank-c20", "temporal", "custom"] = Field(
-        default="llamarec",
-        description="Evaluation protocol: llamarec (leave-one-out, every item ranked; see "
-        "ARCHITECTURE: LlamaRec), llmrank-c20 (target + 19 sampled negatives; report "
-        "ndcg@1/5/10/20), temporal (global time cutoffs), custom (splits from files).",
-    )
-    protocol_options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Options of the chosen protocol, checked when the data are prepared "
-        "(unknown keys are errors): llamarec: k (5); llmrank-c20: k (5), negatives (19), "
-        "seed (0); temporal: validation_quantile (0.8), test_quantile (0.9); custom: "
-        "train, validation, test (file paths, required).",
-    )
-    split: Literal["validation", "test"] = Field(default="test", description="Split scored.")
-    ranker: str = Field(default="popularity", description="Ranker name: popularity, random.")
-    ranker_config: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Settings of the chosen ranker, checked by that ranker's config model.",
-    )
-    metrics: list[str] = Field(
-        default_factory=lambda: [
-            "recall@5",
-            "recall@10",
-            "recall@20",
-            "mrr@5",
-            "mrr@10",
-            "ndcg@5",
-            "ndcg@10",
-        ],
-        description="Metric names, e.g. ndcg@10, recall@20, mrr@10.",
-    )
-    seed: int = Field(default=0, description="Seed recorded with the run and given to rankers.")
-    batch_size: int = Field(default=256, ge=1, description="Users scored per batch.")
-    limit_users: int | None = Field(
-        default=None, ge=1, description="Evaluate only the first N users (quick looks)."
-    )
-
-    @field_validator("metrics")
-    @classmethod
-    def _known_metrics(cls, value: list[str]) -> list[str]:
-        from ragrec.eval.metrics import parse_metrics
-
-        try:
-            return [m.name for m in parse_metrics(value)]
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-
-    @field_validator("ranker")
-    @classmethod
-    def _known_ranker(cls, value: str) -> str:
-        return known_ranker(value)
-
-
-def known_ranker(value: str) -> str:
-    """``value`` if it names a registered ranker (``ragrec.eval.RANKERS``).
-
-    Raises:
-        ValueError: Unknown name (for pydantic validators), listing the allowed ones.
-    """
-    from ragrec.eval import RANKERS
-
-    if value not in RANKERS:
-        raise ValueError(f"ranker {value!r} is not known; allowed: {', '.join(sorted(RANKERS))}")
-    return value
-
-
-class RagrecConfig(_Config):
+class RagrecConfig(Settings):
     """The whole configuration."""
 
     data: DataConfig = Field(default_factory=DataConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    recommender: RecommenderConfig = Field(default_factory=RecommenderConfig)
 
 
 def _describe(exc: ValidationError, source: str) -> str:

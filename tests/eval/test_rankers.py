@@ -8,6 +8,8 @@ import pytest
 from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
 from ragrec.eval import (
+    RANKERS,
+    ChannelRankerConfig,
     PopularityConfig,
     PopularityRanker,
     ProtocolData,
@@ -16,8 +18,10 @@ from ragrec.eval import (
     Ranker,
     UserBatch,
     evaluate,
+    known_ranker,
     make_ranker,
 )
+from ragrec.retrieval import CHANNELS
 
 DAY = 86400
 
@@ -144,6 +148,32 @@ class TestMakeRanker:
     def test_config_of_another_ranker(self) -> None:
         with pytest.raises(ConfigError, match="PopularityConfig"):
             make_ranker("popularity", RandomConfig())
+
+
+class TestRegistry:
+    def test_every_retrieval_channel_is_a_ranker(self) -> None:
+        # alone, under its kind, or kind-channel where a baseline holds the kind
+        for kind in CHANNELS:
+            name = (
+                kind if kind not in ("popularity", "itemknn", "als", "bpr") else f"{kind}-channel"
+            )
+            assert RANKERS[name][1] is ChannelRankerConfig
+            ranker = make_ranker(name)
+            assert ranker.spec is not None
+            assert ranker.spec[0] == name
+
+    def test_entries_are_factories_and_config_models(self) -> None:
+        assert RANKERS["popularity"] == (PopularityRanker, PopularityConfig)
+        assert "popularity" in RANKERS
+        assert "gru4rec" not in RANKERS
+        with pytest.raises(KeyError):
+            RANKERS["gru4rec"]
+        assert len(RANKERS) == len(list(RANKERS))
+
+    def test_known_ranker(self) -> None:
+        assert known_ranker("llm") == "llm"
+        with pytest.raises(ValueError, match="'gru4rec' is not known; allowed: als, als-channel"):
+            known_ranker("gru4rec")
 
 
 class TestOnMovieLens:

@@ -1,5 +1,6 @@
 """Catalog and interaction data: models, loaders, filters and splits."""
 
+from ragrec.data._config import DataConfig
 from ragrec.data._download import DATASETS, DatasetSpec, default_cache_dir, download_dataset
 from ragrec.data._io import read_table
 from ragrec.data._models import Catalog, Interactions
@@ -29,6 +30,7 @@ __all__ = [
     "DATASETS",
     "STORE_TEXT_PREFIX",
     "Catalog",
+    "DataConfig",
     "DatasetSpec",
     "Interactions",
     "LeaveOneOutSplit",

@@ -1,95 +1,195 @@
-"""Offline evaluation: protocols, metrics, rankers and reports."""
+"""Offline evaluation: protocols, metrics, rankers and reports.
 
-import functools
+The names below are imported on first use (``from ragrec.eval import evaluate`` imports
+the runner, not the LLM ranker), so that ``ragrec.config``, which holds
+:class:`EvalConfig`, does not load every ranker.
+"""
 
-from ragrec.eval._cf_rankers import (
-    ALSConfig,
-    ALSRanker,
-    BPRConfig,
-    BPRRanker,
-    ItemKNNConfig,
-    ItemKNNRanker,
-)
-from ragrec.eval._grid import (
-    GridFile,
-    PublishedRow,
-    SystemRun,
-    SystemSpec,
-    expand_systems,
-    load_grid,
-)
-from ragrec.eval._llm_ranker import LLMRanker, LLMRankerConfig
-from ragrec.eval._protocol import (
-    PROTOCOLS,
-    EvalCases,
-    ProtocolData,
-    ProtocolStep,
-    Split,
-    custom_protocol,
-    llamarec_protocol,
-    llmrank_c20_protocol,
-    prepare_protocol,
-    protocol_options,
-    temporal_protocol,
-)
-from ragrec.eval._rankers import (
-    RANKERS,
-    PopularityConfig,
-    PopularityRanker,
-    RandomConfig,
-    RandomRanker,
-    Ranker,
-    UserBatch,
-    make_ranker,
-)
-from ragrec.eval._report import (
-    Comparison,
-    ReportFiles,
-    Run,
-    compare_runs,
-    load_run,
-    write_run_report,
-)
-from ragrec.eval._retrieval_rankers import (
-    ChannelRankerConfig,
-    RetrievalRanker,
-    RetrievalRankerConfig,
-    channel_ranker,
-)
-from ragrec.eval._runner import (
-    CANDIDATE_CUTOFFS,
-    DEFAULT_METRICS,
-    EvalResult,
-    collect_environment,
-    evaluate,
-    git_commit,
-    score_batch,
-    target_ranks,
-    top_positions,
-    write_report,
-)
-from ragrec.eval.metrics import (
-    MRR,
-    NDCG,
-    AveragePrecision,
-    HitRate,
-    Metric,
-    Precision,
-    Recall,
-    parse_metric,
-    parse_metrics,
-)
-from ragrec.retrieval import CHANNELS
+import importlib
+from typing import TYPE_CHECKING, Any
 
-RANKERS["retrieval"] = (RetrievalRanker, RetrievalRankerConfig)
-RANKERS["llm"] = (LLMRanker, LLMRankerConfig)
-RANKERS["itemknn"] = (ItemKNNRanker, ItemKNNConfig)
-RANKERS["als"] = (ALSRanker, ALSConfig)
-RANKERS["bpr"] = (BPRRanker, BPRConfig)
-for _kind in sorted(CHANNELS):
-    # each retrieval channel alone; a name an independent baseline holds gets "-channel"
-    _name = _kind if _kind not in RANKERS else f"{_kind}-channel"
-    RANKERS[_name] = (functools.partial(channel_ranker, _kind, name=_name), ChannelRankerConfig)
+if TYPE_CHECKING:
+    from ragrec.eval._cf_rankers import (
+        ALSConfig,
+        ALSRanker,
+        BPRConfig,
+        BPRRanker,
+        ItemKNNConfig,
+        ItemKNNRanker,
+    )
+    from ragrec.eval._config import DEFAULT_METRICS, EvalConfig
+    from ragrec.eval._grid import (
+        GridFile,
+        PublishedRow,
+        SystemRun,
+        SystemSpec,
+        expand_systems,
+        load_grid,
+    )
+    from ragrec.eval._llm_ranker import LLMRanker, LLMRankerConfig
+    from ragrec.eval._protocol import (
+        PROTOCOLS,
+        EvalCases,
+        ProtocolData,
+        ProtocolStep,
+        Split,
+        custom_protocol,
+        llamarec_protocol,
+        llmrank_c20_protocol,
+        prepare_protocol,
+        protocol_options,
+        temporal_protocol,
+    )
+    from ragrec.eval._rankers import (
+        PopularityConfig,
+        PopularityRanker,
+        RandomConfig,
+        RandomRanker,
+        Ranker,
+        UserBatch,
+    )
+    from ragrec.eval._registry import RANKERS, known_ranker, make_ranker
+    from ragrec.eval._report import (
+        Comparison,
+        ReportFiles,
+        Run,
+        compare_runs,
+        load_run,
+        write_run_report,
+    )
+    from ragrec.eval._retrieval_rankers import (
+        ChannelRankerConfig,
+        RetrievalRanker,
+        RetrievalRankerConfig,
+        channel_ranker,
+    )
+    from ragrec.eval._runner import (
+        CANDIDATE_CUTOFFS,
+        EvalResult,
+        collect_environment,
+        evaluate,
+        git_commit,
+        score_batch,
+        target_ranks,
+        top_positions,
+        write_report,
+    )
+    from ragrec.eval.metrics import (
+        MRR,
+        NDCG,
+        AveragePrecision,
+        HitRate,
+        Metric,
+        Precision,
+        Recall,
+        parse_metric,
+        parse_metrics,
+    )
+
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "ragrec.eval._cf_rankers": (
+        "ALSConfig",
+        "ALSRanker",
+        "BPRConfig",
+        "BPRRanker",
+        "ItemKNNConfig",
+        "ItemKNNRanker",
+    ),
+    "ragrec.eval._config": (
+        "DEFAULT_METRICS",
+        "EvalConfig",
+    ),
+    "ragrec.eval._grid": (
+        "GridFile",
+        "PublishedRow",
+        "SystemRun",
+        "SystemSpec",
+        "expand_systems",
+        "load_grid",
+    ),
+    "ragrec.eval._llm_ranker": (
+        "LLMRanker",
+        "LLMRankerConfig",
+    ),
+    "ragrec.eval._protocol": (
+        "PROTOCOLS",
+        "EvalCases",
+        "ProtocolData",
+        "ProtocolStep",
+        "Split",
+        "custom_protocol",
+        "llamarec_protocol",
+        "llmrank_c20_protocol",
+        "prepare_protocol",
+        "protocol_options",
+        "temporal_protocol",
+    ),
+    "ragrec.eval._rankers": (
+        "PopularityConfig",
+        "PopularityRanker",
+        "RandomConfig",
+        "RandomRanker",
+        "Ranker",
+        "UserBatch",
+    ),
+    "ragrec.eval._registry": (
+        "RANKERS",
+        "known_ranker",
+        "make_ranker",
+    ),
+    "ragrec.eval._report": (
+        "Comparison",
+        "ReportFiles",
+        "Run",
+        "compare_runs",
+        "load_run",
+        "write_run_report",
+    ),
+    "ragrec.eval._retrieval_rankers": (
+        "ChannelRankerConfig",
+        "RetrievalRanker",
+        "RetrievalRankerConfig",
+        "channel_ranker",
+    ),
+    "ragrec.eval._runner": (
+        "CANDIDATE_CUTOFFS",
+        "EvalResult",
+        "collect_environment",
+        "evaluate",
+        "git_commit",
+        "score_batch",
+        "target_ranks",
+        "top_positions",
+        "write_report",
+    ),
+    "ragrec.eval.metrics": (
+        "MRR",
+        "NDCG",
+        "AveragePrecision",
+        "HitRate",
+        "Metric",
+        "Precision",
+        "Recall",
+        "parse_metric",
+        "parse_metrics",
+    ),
+}
+
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
+
 
 __all__ = [
     "CANDIDATE_CUTOFFS",
@@ -106,6 +206,7 @@ __all__ = [
     "ChannelRankerConfig",
     "Comparison",
     "EvalCases",
+    "EvalConfig",
     "EvalResult",
     "GridFile",
     "HitRate",
@@ -139,6 +240,7 @@ __all__ = [
     "evaluate",
     "expand_systems",
     "git_commit",
+    "known_ranker",
     "llamarec_protocol",
     "llmrank_c20_protocol",
     "load_grid",

@@ -18,7 +18,14 @@ from pydantic import Field
 
 from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
-from ragrec.eval._rankers import Ranker, UserBatch, _Config
+from ragrec.eval._rankers import Ranker, UserBatch
+from ragrec.retrieval import (
+    ALSParams,
+    BPRParams,
+    ItemKNNParams,
+    item_similarities,
+    one_blas_thread,
+)
 
 if TYPE_CHECKING:
     from implicit.cpu.als import AlternatingLeastSquares
@@ -104,33 +111,10 @@ def _recency_weights(batch: UserBatch, recency: float) -> list[np.ndarray] | Non
     return [recency ** np.arange(len(h) - 1, -1, -1, dtype=np.float64) for h in batch.histories]
 
 
-def _recency_field(default: float, used: str) -> Any:
-    return Field(
-        default=default,
-        gt=0,
-        le=1,
-        description=f"History weight decay ({used}): the item n steps before the latest "
-        "weighs recency**n; 1 weighs the whole history equally.",
-    )
-
-
 def _not_fitted(name: str) -> ConfigError:
     return ConfigError(
         f"ranker {name!r} scored before fit(); call fit(catalog, interactions) first"
     )
-
-
-class _BlasOneThread:
-    """Scoped ``threadpoolctl`` limit of BLAS to one thread (implicit's advice for its own
-    thread pool); the caller's settings are restored on exit."""
-
-    def __enter__(self) -> None:
-        from threadpoolctl import threadpool_limits
-
-        self._limits = threadpool_limits(1, "blas")
-
-    def __exit__(self, *exc: object) -> None:
-        self._limits.restore_original_limits()
 
 
 # ------------------------------------------------------------------------------------ itemknn
@@ -144,7 +128,7 @@ def _fit_implicit(
     catalog items without training rows, and the fit facts for ``report()``."""
     start = time.perf_counter()
     matrix, users = _train_matrix(catalog, interactions)
-    with _BlasOneThread():
+    with one_blas_thread():
         model = make_model()
         model.fit(matrix, show_progress=False)
     cold = np.asarray(matrix.sum(axis=0)).ravel() == 0
@@ -159,20 +143,8 @@ def _fit_implicit(
     return model, users, cold, report
 
 
-class ItemKNNConfig(_Config):
+class ItemKNNConfig(ItemKNNParams):
     """Configuration of :class:`ItemKNNRanker`."""
-
-    neighbors: int = Field(
-        default=20,
-        ge=1,
-        description="Most similar items kept per item (the item's neighbourhood).",
-    )
-    shrink: float = Field(
-        default=0.0,
-        ge=0,
-        description="Added to the cosine denominator: damps similarities of rare pairs.",
-    )
-    recency: float = _recency_field(0.7, "similarities summed")
 
 
 class ItemKNNRanker(Ranker):
@@ -195,14 +167,7 @@ class ItemKNNRanker(Ranker):
     def fit(self, catalog: Catalog, interactions: Interactions) -> ItemKNNRanker:
         start = time.perf_counter()
         matrix, users = _train_matrix(catalog, interactions)
-        item_users = matrix.T.tocsr().astype(np.float64)
-        co = (item_users @ item_users.T).tocoo()
-        off = co.row != co.col
-        row, col = co.row[off], co.col[off]
-        norms = np.sqrt(np.asarray(item_users.sum(axis=1)).ravel())
-        values = co.data[off] / (norms[row] * norms[col] + self.config.shrink)
-        n = len(catalog)
-        sim = self._top_k(sp.csr_matrix((values, (row, col)), shape=(n, n)), self.config.neighbors)
+        sim = item_similarities(matrix, self.config.neighbors, self.config.shrink)
         # row i holds i's neighbours j; scores = history @ sim.T sums sim(i, j) over j in H
         self._sim = sim.T.tocsr()
         seconds = time.perf_counter() - start
@@ -210,30 +175,13 @@ class ItemKNNRanker(Ranker):
             "backend": "scipy",
             "fit_seconds": round(seconds, 3),
             "train_users": len(users),
-            "train_items": int((norms > 0).sum()),
+            "train_items": int((np.asarray(matrix.sum(axis=0)).ravel() > 0).sum()),
             "similarities": int(self._sim.nnz),
         }
         logger.info(
             "itemknn fit on %d users x %d items in %.2fs", len(users), len(catalog), seconds
         )
         return self
-
-    @staticmethod
-    def _top_k(sim: sp.csr_matrix, k: int) -> sp.csr_matrix:
-        """Keep the ``k`` largest entries of each row (ties: lower column first)."""
-        counts = np.diff(sim.indptr)
-        if counts.max(initial=0) <= k:
-            return sim
-        keep = np.zeros(sim.nnz, dtype=bool)
-        for row in np.flatnonzero(counts):
-            lo, hi = sim.indptr[row], sim.indptr[row + 1]
-            if hi - lo <= k:
-                keep[lo:hi] = True
-                continue
-            order = np.lexsort((sim.indices[lo:hi], -sim.data[lo:hi]))
-            keep[lo + order[:k]] = True
-        rows = np.repeat(np.arange(sim.shape[0]), counts)
-        return sp.csr_matrix((sim.data[keep], (rows[keep], sim.indices[keep])), shape=sim.shape)
 
     def score(self, batch: UserBatch) -> np.ndarray:
         if self._sim is None:
@@ -249,26 +197,8 @@ class ItemKNNRanker(Ranker):
 # ---------------------------------------------------------------------------------------- als
 
 
-class ALSConfig(_Config):
+class ALSConfig(ALSParams):
     """Configuration of :class:`ALSRanker`."""
-
-    factors: int = Field(default=128, ge=1, description="Latent factors per user and item.")
-    iterations: int = Field(default=15, ge=1, description="ALS sweeps over users and items.")
-    regularization: float = Field(default=10.0, ge=0, description="L2 weight on the factors.")
-    alpha: float = Field(
-        default=5.0,
-        gt=0,
-        description="Confidence of an observed interaction (implicit's alpha; the "
-        "unobserved ones have confidence 1).",
-    )
-    recency: float = _recency_field(0.5, "fold-in confidence is alpha * weight")
-    seed: int = Field(default=0, description="Seed of the initial factors.")
-    threads: int = Field(
-        default=1,
-        ge=0,
-        description="Threads for fitting and fold-in; 0 uses every core. Only 1 is "
-        "reproducible run to run.",
-    )
 
 
 class ALSRanker(Ranker):
@@ -290,23 +220,8 @@ class ALSRanker(Ranker):
         self._report: dict[str, Any] = {}
 
     def fit(self, catalog: Catalog, interactions: Interactions) -> ALSRanker:
-        try:
-            from implicit.cpu.als import AlternatingLeastSquares
-        except ImportError as exc:  # pragma: no cover - implicit is a core dependency
-            raise ConfigError("ranker 'als' needs implicit: pip install 'implicit>=0.7.3'") from exc
-        cfg = self.config
         model, _, self._cold, self._report = _fit_implicit(
-            "als",
-            lambda: AlternatingLeastSquares(
-                factors=cfg.factors,
-                regularization=cfg.regularization,
-                alpha=cfg.alpha,
-                iterations=cfg.iterations,
-                num_threads=cfg.threads,
-                random_state=cfg.seed,
-            ),
-            catalog,
-            interactions,
+            "als", lambda: self.config.implicit_model("ranker 'als'"), catalog, interactions
         )
         model.item_factors[self._cold] = 0.0
         self._model = model
@@ -317,7 +232,7 @@ class ALSRanker(Ranker):
             raise _not_fitted(self.name)
         weights = _recency_weights(batch, self.config.recency)
         history = _history_matrix(self.name, batch, len(self._cold), weights)
-        with _BlasOneThread():
+        with one_blas_thread():
             factors = self._model.recalculate_user(np.arange(len(batch)), history)
         scores = np.asarray(factors, dtype=np.float64) @ self._model.item_factors.T.astype(
             np.float64
@@ -331,26 +246,15 @@ class ALSRanker(Ranker):
 # ---------------------------------------------------------------------------------------- bpr
 
 
-class BPRConfig(_Config):
+class BPRConfig(BPRParams):
     """Configuration of :class:`BPRRanker`."""
 
-    factors: int = Field(default=64, ge=1, description="Latent factors per user and item.")
-    iterations: int = Field(default=100, ge=1, description="SGD epochs over the training rows.")
-    learning_rate: float = Field(default=0.01, gt=0, description="SGD step size.")
-    regularization: float = Field(default=0.01, ge=0, description="L2 weight on the factors.")
     user_vector: Literal["trained", "history_mean"] = Field(
         default="history_mean",
         description="'trained': a user seen in the training rows keeps the factors BPR "
         "learnt for them (an unseen user falls back to the history mean); "
-        "'history_mean': every user is the mean of their history items' factors.",
-    )
-    recency: float = _recency_field(0.5, "weighted history mean; unused for trained users")
-    seed: int = Field(default=0, description="Seed of the initial factors and the sampling.")
-    threads: int = Field(
-        default=1,
-        ge=0,
-        description="Threads for fitting; 0 uses every core. Only 1 is reproducible "
-        "(implicit's parallel SGD updates race).",
+        "'history_mean': every user is the (recency-weighted) mean of their history "
+        "items' factors.",
     )
 
 
@@ -376,23 +280,8 @@ class BPRRanker(Ranker):
         self._report: dict[str, Any] = {}
 
     def fit(self, catalog: Catalog, interactions: Interactions) -> BPRRanker:
-        try:
-            from implicit.cpu.bpr import BayesianPersonalizedRanking
-        except ImportError as exc:  # pragma: no cover - implicit is a core dependency
-            raise ConfigError("ranker 'bpr' needs implicit: pip install 'implicit>=0.7.3'") from exc
-        cfg = self.config
         self._model, self._users, self._cold, self._report = _fit_implicit(
-            "bpr",
-            lambda: BayesianPersonalizedRanking(
-                factors=cfg.factors,
-                learning_rate=cfg.learning_rate,
-                regularization=cfg.regularization,
-                iterations=cfg.iterations,
-                num_threads=cfg.threads,
-                random_state=cfg.seed,
-            ),
-            catalog,
-            interactions,
+            "bpr", lambda: self.config.implicit_model("ranker 'bpr'"), catalog, interactions
         )
         return self
 

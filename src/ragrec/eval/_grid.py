@@ -29,21 +29,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from ragrec.config import DataConfig, EvalConfig, known_ranker, read_toml
+from ragrec._settings import Settings
+from ragrec.config import read_toml
+from ragrec.data import DataConfig
 from ragrec.errors import ConfigError, describe_validation_error
+from ragrec.eval._config import EvalConfig
+from ragrec.eval._registry import known_ranker
 
 __all__ = ["GridFile", "PublishedRow", "SystemRun", "SystemSpec", "expand_systems", "load_grid"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SystemSpec(_Model):
+class SystemSpec(Settings):
     """One ``[[systems]]`` entry."""
 
     name: str = Field(description="Display name; also the run's folder name.")
@@ -77,7 +77,7 @@ class SystemSpec(_Model):
         return value
 
 
-class PublishedRow(_Model):
+class PublishedRow(Settings):
     """A published result shown beside the systems (not run here)."""
 
     name: str
@@ -85,7 +85,7 @@ class PublishedRow(_Model):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
-class GridFile(_Model):
+class GridFile(Settings):
     """A whole systems file."""
 
     data: DataConfig = Field(default_factory=DataConfig)

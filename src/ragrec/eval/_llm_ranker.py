@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ragrec._pipeline import Pipeline, Ranked
+from ragrec._settings import Settings
 from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
 from ragrec.eval._protocol import ProtocolData
@@ -43,10 +44,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["LLMRanker", "LLMRankerConfig"]
 
 
-class LLMRankerConfig(BaseModel):
+class LLMRankerConfig(Settings):
     """Configuration of :class:`LLMRanker`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     retriever: RetrieverConfig = Field(default_factory=RetrieverConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)

@@ -16,8 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from ragrec._settings import Settings
 from ragrec.data import Catalog, Interactions, kcore, leave_one_out, read_table, user_sequences
 from ragrec.errors import ConfigError, DataValidationError, describe_validation_error
 
@@ -608,8 +609,7 @@ def _check_items(option: str, path: Path, rows: Interactions, catalog: Catalog) 
 # by name -----------------------------------------------------------------------------------
 
 
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Options = Settings
 
 
 class _LlamaRecOptions(_Options):

@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ragrec._settings import Settings
 from ragrec.data import Catalog, Interactions
-from ragrec.errors import ConfigError, describe_validation_error
+from ragrec.errors import ConfigError
 
 __all__ = [
-    "RANKERS",
     "PopularityConfig",
     "PopularityRanker",
     "RandomConfig",
     "RandomRanker",
     "Ranker",
     "UserBatch",
-    "make_ranker",
 ]
 
 
@@ -95,11 +93,7 @@ class Ranker(ABC):
         """Optional: apply :meth:`tuned_state` from another copy. Default: nothing."""
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PopularityConfig(_Config):
+class PopularityConfig(Settings):
     """Configuration of :class:`PopularityRanker`."""
 
     window_days: float | None = Field(
@@ -135,7 +129,7 @@ class PopularityRanker(Ranker):
         return np.broadcast_to(self._scores, (len(batch), len(self._scores))).copy()
 
 
-class RandomConfig(_Config):
+class RandomConfig(Settings):
     """Configuration of :class:`RandomRanker`."""
 
     seed: int = Field(default=0, description="Seed of the random scores.")
@@ -162,40 +156,3 @@ class RandomRanker(Ranker):
         for row, key in enumerate(keys):
             out[row] = np.random.default_rng([self.config.seed, int(key)]).random(self._n_items)
         return out
-
-
-RANKERS: dict[str, tuple[Callable[..., Ranker], type[BaseModel]]] = {
-    "popularity": (PopularityRanker, PopularityConfig),
-    "random": (RandomRanker, RandomConfig),
-}
-
-
-def make_ranker(name: str, config: dict[str, Any] | BaseModel | None = None) -> Ranker:
-    """Build a ranker by name with its config (a dict is validated by the config model).
-
-    ``RANKERS`` maps each name to ``(factory, config model)``; other packages add theirs.
-
-    Raises:
-        ConfigError: Unknown name or invalid config.
-    """
-    try:
-        factory, config_cls = RANKERS[name]
-    except KeyError:
-        raise ConfigError(
-            f"ranker {name!r} is not known; allowed: {', '.join(sorted(RANKERS))}"
-        ) from None
-    if isinstance(config, BaseModel) and not isinstance(config, config_cls):
-        raise ConfigError(f"ranker {name!r} takes a {config_cls.__name__}, got {type(config)}")
-    from pydantic import ValidationError
-
-    try:
-        validated = config_cls.model_validate(config or {})
-        ranker = factory(validated)
-        ranker.spec = (name, validated.model_dump(mode="json"))
-        return ranker
-    except ValidationError as exc:
-        allowed = ", ".join(config_cls.model_fields) or "none"
-        raise ConfigError(
-            f"invalid config for ranker {name!r}: {describe_validation_error(exc)} "
-            f"(allowed keys: {allowed})"
-        ) from exc

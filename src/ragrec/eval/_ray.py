@@ -21,7 +21,8 @@ import numpy as np
 
 from ragrec.errors import ConfigError
 from ragrec.eval._protocol import EvalCases, ProtocolData, Split
-from ragrec.eval._rankers import Ranker, make_ranker
+from ragrec.eval._rankers import Ranker
+from ragrec.eval._registry import make_ranker
 
 logger = logging.getLogger(__name__)
 

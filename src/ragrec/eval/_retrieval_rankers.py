@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ragrec._settings import Settings
 from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
 from ragrec.eval._rankers import Ranker, UserBatch
@@ -24,10 +25,8 @@ from ragrec.retrieval import (
 __all__ = ["ChannelRankerConfig", "RetrievalRanker", "RetrievalRankerConfig", "channel_ranker"]
 
 
-class RetrievalRankerConfig(BaseModel):
+class RetrievalRankerConfig(Settings):
     """Configuration of :class:`RetrievalRanker`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     retriever: RetrieverConfig = Field(default_factory=RetrieverConfig)
     depth: int = Field(
@@ -113,10 +112,8 @@ class RetrievalRanker(Ranker):
         return out
 
 
-class ChannelRankerConfig(BaseModel):
+class ChannelRankerConfig(Settings):
     """Configuration of a single-channel ranker (``--ranker transition`` and so on)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     options: dict[str, Any] = Field(default_factory=dict, description="The channel's own config.")
     depth: int = Field(default=100, ge=1, description="Candidates scored per user.")

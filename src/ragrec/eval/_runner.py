@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from ragrec._version import __version__
 from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
+from ragrec.eval._config import DEFAULT_METRICS
 from ragrec.eval._protocol import EvalCases, ProtocolData, Split
 from ragrec.eval._rankers import Ranker, UserBatch
 from ragrec.eval.beyond import (
@@ -37,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CANDIDATE_CUTOFFS",
-    "DEFAULT_METRICS",
     "EvalResult",
     "collect_environment",
     "evaluate",
@@ -47,16 +47,6 @@ __all__ = [
     "top_positions",
     "write_report",
 ]
-
-DEFAULT_METRICS = (
-    "recall@5",
-    "recall@10",
-    "recall@20",
-    "mrr@5",
-    "mrr@10",
-    "ndcg@5",
-    "ndcg@10",
-)
 
 CANDIDATE_CUTOFFS = (20, 50, 100)
 """Cutoffs of the candidate recall every report carries: the share of targets within the

@@ -8,8 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from ragrec._settings import Settings
 from ragrec.retrieval import ChannelWeights
 
 __all__ = ["ChannelCredit", "WeightLearner", "WeightLearnerConfig", "event_reward"]
@@ -44,10 +45,8 @@ class ChannelCredit:
     rank: int
 
 
-class WeightLearnerConfig(BaseModel):
+class WeightLearnerConfig(Settings):
     """Configuration of :class:`WeightLearner` (exponentiated-gradient updates)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(default=True, description="Learn channel weights from feedback.")
     learning_rate: float = Field(

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ragrec._settings import Settings
 from ragrec.data import Catalog
 from ragrec.feedback._errors import FieldIssue, InvalidFeedbackError
 from ragrec.feedback._learners import (
@@ -40,10 +41,8 @@ __all__ = [
 NEGATIVE_KINDS = frozenset({"dislike"})
 
 
-class LearningConfig(BaseModel):
+class LearningConfig(Settings):
     """What feedback changes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     weights: WeightLearnerConfig = Field(default_factory=WeightLearnerConfig)
     exemplars: bool = Field(

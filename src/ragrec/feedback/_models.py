@@ -11,8 +11,6 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     JsonValue,
     PlainValidator,
@@ -21,6 +19,7 @@ from pydantic import (
     field_validator,
 )
 
+from ragrec._settings import Settings
 from ragrec.feedback._errors import FieldIssue, InvalidFeedbackError, from_validation_error
 
 __all__ = [
@@ -172,10 +171,8 @@ def _check_context(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
-class _Record(BaseModel):
+class _Record(Settings):
     """Frozen, closed model whose validation errors are :class:`InvalidFeedbackError`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     _what: ClassVar[str] = "record"
     _id_field: ClassVar[str] = ""

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from ragrec._settings import Settings
 from ragrec.errors import RagrecError
 from ragrec.prompting import RenderedPrompt, TokenizerLike
 
@@ -28,10 +29,8 @@ class BackendError(RagrecError):
     """An LLM backend failed (load, timeout, server error, invalid output)."""
 
 
-class GeneratorConfig(BaseModel):
+class GeneratorConfig(Settings):
     """Which LLM runs, where, and how."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: Literal["llamacpp", "transformers", "vllm", "openai"] = Field(
         default="llamacpp",

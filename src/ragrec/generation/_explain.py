@@ -12,8 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ragrec._settings import Settings
 from ragrec.errors import RagrecError
 from ragrec.generation._base import Generator
 from ragrec.prompting import DEFAULT_EXPLAIN_TEMPLATE, Message, PromptTemplate, sanitize
@@ -144,10 +145,8 @@ class TitleIndex:
         return found
 
 
-class ExplainConfig(BaseModel):
+class ExplainConfig(Settings):
     """Configuration of :class:`Explainer`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     rewrite: bool = Field(
         default=True,

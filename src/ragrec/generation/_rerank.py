@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ragrec._settings import Settings
 from ragrec.errors import ConfigError, RagrecError
 from ragrec.generation._base import Generator
 from ragrec.prompting import (
@@ -34,10 +35,8 @@ __all__ = [
 ]
 
 
-class RerankConfig(BaseModel):
+class RerankConfig(Settings):
     """Configuration of :class:`VerbalizerRanker`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     permutations: int = Field(
         default=1,

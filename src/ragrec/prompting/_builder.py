@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from ragrec._settings import Settings
 from ragrec.errors import ConfigError, RagrecError
 from ragrec.prompting._templates import DEFAULT_RANK_TEMPLATE, PromptTemplate, load_template
 
@@ -96,10 +97,8 @@ class RenderedPrompt:
         return self.labels[self.candidate_ids.index(item_id)]
 
 
-class PromptConfig(BaseModel):
+class PromptConfig(Settings):
     """Configuration of :class:`PromptBuilder`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     template: str | None = Field(
         default=None, description="A .toml template file or a user-message string; None: default."

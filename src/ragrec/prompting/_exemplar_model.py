@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from ragrec._settings import Settings
 from ragrec.errors import ConfigError
 from ragrec.prompting._builder import LABELS, Message, sanitize
 from ragrec.prompting._templates import DEFAULT_RANK_TEMPLATE, PromptTemplate
@@ -32,7 +33,7 @@ CandidatesFn = Callable[[Any, np.ndarray, int], Sequence[int]]
 exemplars take their wrong candidates from (a retriever, typically)."""
 
 
-class ExemplarConfig(BaseModel):
+class ExemplarConfig(Settings):
     """Configuration of :class:`ExemplarPool`: how many exemplars a prompt gets, how they
     are chosen, their token budget, and how a pool is seeded.
 
@@ -41,8 +42,6 @@ class ExemplarConfig(BaseModel):
     differs per user and the generator's prefix cache cannot be reused; ``"fixed"`` gives
     every user the same exemplars, which the prefix cache computes once.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     k: int = Field(
         default=2,

@@ -7,8 +7,9 @@ import string
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from ragrec._settings import Settings
 from ragrec.errors import ConfigError
 
 __all__ = [
@@ -39,7 +40,7 @@ def _variables(text: str) -> set[str]:
     return names
 
 
-class PromptTemplate(BaseModel):
+class PromptTemplate(Settings):
     """A chat prompt template: a system message and a user message with ``{variables}``.
 
     Attributes:
@@ -51,8 +52,6 @@ class PromptTemplate(BaseModel):
         assistant: The start of the model's reply, written for it (explain templates:
             it steers the rewrite's first words; part of the returned text).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(min_length=1)
     kind: str = Field(default="rank", pattern="^(rank|explain)$")

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
+from ragrec._settings import Settings
 from ragrec.data import Catalog, Interactions, user_sequences
 from ragrec.errors import ConfigError
 from ragrec.retrieval._index import IndexConfig, VectorIndex
@@ -29,10 +29,8 @@ __all__ = [
 ]
 
 
-class ChannelConfig(BaseModel):
+class ChannelConfig(Settings):
     """Base of channel configs: closed (unknown keys are errors), immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)

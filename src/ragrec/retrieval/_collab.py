@@ -3,15 +3,16 @@ through the vector index."""
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from ragrec._settings import Settings
 from ragrec.errors import ConfigError
 from ragrec.retrieval._channels import (
     ChannelConfig,
@@ -22,15 +23,24 @@ from ragrec.retrieval._channels import (
 from ragrec.retrieval._types import RetrievalQuery
 from ragrec.retrieval._vector import VectorChannel, latest_weights
 
+if TYPE_CHECKING:
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ALSChannel",
     "ALSChannelConfig",
+    "ALSParams",
     "BPRChannel",
     "BPRChannelConfig",
+    "BPRParams",
     "ItemKNNChannel",
     "ItemKNNChannelConfig",
+    "ItemKNNParams",
+    "item_similarities",
+    "one_blas_thread",
     "user_item_matrix",
 ]
 
@@ -65,28 +75,48 @@ def _threads_field() -> Any:
     return Field(
         default=1,
         ge=0,
-        description="implicit's fitting threads; 0 uses every core. Only 1 is reproducible "
-        "run to run.",
+        description="implicit's threads (fitting; the ALS fold-in of the als ranker); 0 uses "
+        "every core. Only 1 is reproducible run to run.",
     )
 
 
-class _BlasOneThread:
-    """Scoped limit of BLAS to one thread (implicit warns otherwise); restored on exit."""
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS held to one thread (implicit's advice for its own thread pool; it warns
+    otherwise); the caller's settings are restored on exit."""
+    from threadpoolctl import threadpool_limits
 
-    def __enter__(self) -> None:
-        from threadpoolctl import threadpool_limits
+    with threadpool_limits(1, "blas"):
+        yield
 
-        self._limits = threadpool_limits(1, "blas")
 
-    def __exit__(self, *exc: object) -> None:
-        self._limits.restore_original_limits()
+def _implicit_model(what: str, params: ALSParams | BPRParams, **specific: float) -> Any:
+    """An unfitted ``implicit`` CPU model of ``params`` (ALS or BPR) with its
+    algorithm-specific ``specific`` settings; ``what`` (``"channel 'als'"``) names the
+    user in the error when implicit is missing."""
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+    except ImportError as exc:  # pragma: no cover - implicit is a core dependency
+        raise ConfigError(f"{what} needs implicit: pip install 'implicit>=0.7.3'") from exc
+    model: Any = BayesianPersonalizedRanking
+    if isinstance(params, ALSParams):
+        model = AlternatingLeastSquares
+    return model(
+        factors=params.factors,
+        regularization=params.regularization,
+        iterations=params.iterations,
+        num_threads=params.threads,
+        random_state=params.seed,
+        **specific,
+    )
 
 
 # ------------------------------------------------------------------------------------ itemknn
 
 
-class ItemKNNChannelConfig(ChannelConfig):
-    """Configuration of :class:`ItemKNNChannel`."""
+class ItemKNNParams(Settings):
+    """Item-kNN settings: of the ``itemknn`` channel and the ``itemknn`` evaluation ranker."""
 
     neighbors: int = Field(
         default=20, ge=1, description="Most similar items kept per item (its neighbourhood)."
@@ -95,6 +125,26 @@ class ItemKNNChannelConfig(ChannelConfig):
         default=0.0, ge=0, description="Added to the cosine denominator: damps rare pairs."
     )
     recency: float = _recency_field(0.7)
+
+
+def item_similarities(matrix: sp.csr_matrix, neighbors: int, shrink: float) -> sp.csr_matrix:
+    """Item-item cosine similarities of a binary ``(users, items)`` matrix, float64.
+
+    ``sim(i, j) = |U_i & U_j| / (sqrt(|U_i|) sqrt(|U_j|) + shrink)``; row ``i`` keeps the
+    ``neighbors`` most similar items ``N(i)`` (ties: lower position first).
+    """
+    x = matrix.T.tocsr().astype(np.float64)
+    n = x.shape[0]
+    co = (x @ x.T).tocoo()
+    off = co.row != co.col
+    row, col = co.row[off], co.col[off]
+    norms = np.sqrt(np.asarray(x.sum(axis=1)).ravel())
+    values = co.data[off] / (norms[row] * norms[col] + shrink)
+    return _keep_top(sp.csr_matrix((values, (row, col)), shape=(n, n)), neighbors)
+
+
+class ItemKNNChannelConfig(ChannelConfig, ItemKNNParams):
+    """Configuration of :class:`ItemKNNChannel`."""
 
 
 class ItemKNNChannel(DenseChannel):
@@ -112,17 +162,11 @@ class ItemKNNChannel(DenseChannel):
     config: ItemKNNChannelConfig
 
     def fit(self, context: ChannelContext) -> ItemKNNChannel:
-        x = user_item_matrix(context).T.tocsr().astype(np.float64)
-        n = len(context.catalog)
-        co = (x @ x.T).tocoo()
-        off = co.row != co.col
-        row, col = co.row[off], co.col[off]
-        norms = np.sqrt(np.asarray(x.sum(axis=1)).ravel())
-        values = co.data[off] / (norms[row] * norms[col] + self.config.shrink)
-        sim = _keep_top(sp.csr_matrix((values, (row, col)), shape=(n, n)), self.config.neighbors)
+        cfg = self.config
+        sim = item_similarities(user_item_matrix(context), cfg.neighbors, cfg.shrink)
         # row i of sim holds N(i); transposed, row j lists the items whose N holds j
         self._sim = sim.T.tocsr().astype(np.float32)
-        self._n_items = n
+        self._n_items = len(context.catalog)
         return self
 
     def _weights(self, queries: Sequence[RetrievalQuery]) -> sp.csr_matrix:
@@ -219,50 +263,53 @@ def _require(name: str, state: Mapping[str, Any], *keys: str) -> None:
         )
 
 
-_IMPLICIT_MODELS = {"als": "AlternatingLeastSquares", "bpr": "BayesianPersonalizedRanking"}
+# ---------------------------------------------------------------------------------------- als
 
 
-def _fit_implicit(
-    context: ChannelContext, kind: str, width: int, make_model: Callable[[type], Any]
+class ALSParams(Settings):
+    """Implicit-feedback ALS settings: of the ``als`` channel and the ``als`` evaluation
+    ranker."""
+
+    factors: int = Field(default=128, ge=1, description="Latent factors per user and item.")
+    iterations: int = Field(default=15, ge=1, description="ALS sweeps over users and items.")
+    regularization: float = Field(default=10.0, ge=0, description="L2 weight on the factors.")
+    alpha: float = Field(
+        default=5.0,
+        gt=0,
+        description="Confidence of an observed interaction (implicit's alpha; the "
+        "unobserved ones have confidence 1).",
+    )
+    recency: float = _recency_field(0.5)
+    seed: int = Field(default=0, description="Seed of the initial factors.")
+    threads: int = _threads_field()
+
+    def implicit_model(self, what: str) -> AlternatingLeastSquares:
+        """An unfitted ``implicit`` ALS model with these settings (``what``, say
+        ``"channel 'als'"``, names the user in the error when implicit is missing)."""
+        model: AlternatingLeastSquares = _implicit_model(what, self, alpha=self.alpha)
+        return model
+
+
+def _fit_item_factors(
+    channel: ALSChannel | BPRChannel, context: ChannelContext, *, width: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Item vectors of width ``width`` fit with implicit's CPU ``kind`` model (built by
-    ``make_model`` from its class) on the user x item matrix, zero for items nobody saw,
-    and the mask of the items somebody saw."""
-    try:
-        module = importlib.import_module(f"implicit.cpu.{kind}")
-    except ImportError as exc:  # pragma: no cover - implicit is a core dependency
-        raise ConfigError(
-            f"channel {kind!r} needs implicit: pip install 'implicit>=0.7.3'"
-        ) from exc
+    """The item factors (``width`` columns; 0 for items without training rows) an
+    ``implicit`` model of ``channel``'s settings learns from the training rows, and the
+    mask of the items with training rows."""
     matrix = user_item_matrix(context)
     known = np.asarray(matrix.sum(axis=0)).ravel() > 0
     if matrix.shape[0] == 0:
         return np.zeros((len(context.catalog), width), np.float32), known
-    with _BlasOneThread():
-        model = make_model(getattr(module, _IMPLICIT_MODELS[kind]))
+    with one_blas_thread():
+        model = channel.config.implicit_model(f"channel {channel.kind!r}")
         model.fit(matrix, show_progress=False)
     vectors = np.asarray(model.item_factors, dtype=np.float32)
     vectors[~known] = 0.0
     return vectors, known
 
 
-# ---------------------------------------------------------------------------------------- als
-
-
-class ALSChannelConfig(ChannelConfig):
+class ALSChannelConfig(ChannelConfig, ALSParams):
     """Configuration of :class:`ALSChannel`."""
-
-    factors: int = Field(default=128, ge=1, description="Latent factors per item.")
-    iterations: int = Field(default=15, ge=1, description="ALS sweeps over users and items.")
-    regularization: float = Field(default=10.0, ge=0, description="L2 weight on the factors.")
-    alpha: float = Field(
-        default=5.0,
-        gt=0,
-        description="Confidence of an observed interaction (implicit's alpha).",
-    )
-    recency: float = _recency_field(0.5)
-    seed: int = Field(default=0, description="Seed of the initial factors.")
-    threads: int = _threads_field()
 
 
 class ALSChannel(VectorChannel):
@@ -280,20 +327,7 @@ class ALSChannel(VectorChannel):
     config: ALSChannelConfig
 
     def _fit_vectors(self, context: ChannelContext) -> tuple[np.ndarray, np.ndarray]:
-        cfg = self.config
-        return _fit_implicit(
-            context,
-            "als",
-            cfg.factors,
-            lambda cls: cls(
-                factors=cfg.factors,
-                regularization=cfg.regularization,
-                alpha=cfg.alpha,
-                iterations=cfg.iterations,
-                num_threads=cfg.threads,
-                random_state=cfg.seed,
-            ),
-        )
+        return _fit_item_factors(self, context, width=self.config.factors)
 
     def _gram(self) -> tuple[np.ndarray, np.ndarray]:
         """The item factors in float64 and ``Y'Y + reg I``, computed once per fit."""
@@ -335,16 +369,29 @@ class ALSChannel(VectorChannel):
 # ---------------------------------------------------------------------------------------- bpr
 
 
-class BPRChannelConfig(ChannelConfig):
-    """Configuration of :class:`BPRChannel`."""
+class BPRParams(Settings):
+    """Bayesian personalised ranking settings: of the ``bpr`` channel and the ``bpr``
+    evaluation ranker."""
 
-    factors: int = Field(default=64, ge=1, description="Latent factors per item.")
+    factors: int = Field(default=64, ge=1, description="Latent factors per user and item.")
     iterations: int = Field(default=100, ge=1, description="SGD epochs over the training rows.")
     learning_rate: float = Field(default=0.01, gt=0, description="SGD step size.")
     regularization: float = Field(default=0.01, ge=0, description="L2 weight on the factors.")
     recency: float = _recency_field(0.5)
     seed: int = Field(default=0, description="Seed of the initial factors and the sampling.")
     threads: int = _threads_field()
+
+    def implicit_model(self, what: str) -> BayesianPersonalizedRanking:
+        """An unfitted ``implicit`` BPR model with these settings (``what`` names the user
+        in the error when implicit is missing)."""
+        model: BayesianPersonalizedRanking = _implicit_model(
+            what, self, learning_rate=self.learning_rate
+        )
+        return model
+
+
+class BPRChannelConfig(ChannelConfig, BPRParams):
+    """Configuration of :class:`BPRChannel`."""
 
 
 class BPRChannel(VectorChannel):
@@ -359,20 +406,7 @@ class BPRChannel(VectorChannel):
 
     def _fit_vectors(self, context: ChannelContext) -> tuple[np.ndarray, np.ndarray]:
         # implicit keeps the item bias in the last factor and a 1 in every user's
-        cfg = self.config
-        return _fit_implicit(
-            context,
-            "bpr",
-            cfg.factors + 1,
-            lambda cls: cls(
-                factors=cfg.factors,
-                learning_rate=cfg.learning_rate,
-                regularization=cfg.regularization,
-                iterations=cfg.iterations,
-                num_threads=cfg.threads,
-                random_state=cfg.seed,
-            ),
-        )
+        return _fit_item_factors(self, context, width=self.config.factors + 1)
 
     def user_vectors(self, queries: Sequence[RetrievalQuery]) -> np.ndarray:
         y = self._vectors.astype(np.float64)

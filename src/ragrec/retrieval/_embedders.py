@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from ragrec._settings import Settings
 from ragrec.data import Catalog
 from ragrec.errors import ConfigError
 
@@ -35,10 +36,6 @@ DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _BUNDLED = {DEFAULT_EMBEDDER, "sentence-transformers/all-MiniLM-L6-v2"}
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 @runtime_checkable
 class Embedder(Protocol):
     """Turns texts into L2-normalised float32 vectors."""
@@ -58,7 +55,7 @@ class Embedder(Protocol):
         ...
 
 
-class EmbedderConfig(_Config):
+class EmbedderConfig(Settings):
     """Configuration of :class:`SentenceTransformerEmbedder`."""
 
     model: str = Field(
@@ -250,7 +247,7 @@ class CachedEmbedder:
 _FIELD = re.compile(r"^[a-z_]+$")
 
 
-class ItemTextConfig(_Config):
+class ItemTextConfig(Settings):
     """How an item's text is rendered from catalog fields, for embedding.
 
     Fields: ``title``, ``year``, ``genres``, ``tags``, ``description`` and any other text

@@ -9,8 +9,9 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ragrec._settings import Settings
 from ragrec.data import Catalog
 from ragrec.errors import ConfigError
 from ragrec.retrieval._types import Candidate, ChannelCandidates, Provenance
@@ -18,10 +19,8 @@ from ragrec.retrieval._types import Candidate, ChannelCandidates, Provenance
 __all__ = ["ChannelWeights", "Filters", "FusionConfig", "blocked_positions", "fuse"]
 
 
-class FusionConfig(BaseModel):
+class FusionConfig(Settings):
     """How channel lists are combined."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: Literal["score", "rrf"] = Field(
         default="score",
@@ -161,10 +160,8 @@ def fuse(
     )
 
 
-class Filters(BaseModel):
+class Filters(Settings):
     """Business filters applied before fusion (so the list is refilled to N)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     exclude_seen: bool = Field(default=True, description="Drop items in the user's history.")
     include_ids: list[Any] | None = Field(

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from ragrec._settings import Settings
 from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
 from ragrec.retrieval._fusion import Filters, FusionConfig, blocked_positions
@@ -25,10 +26,8 @@ __all__ = ["FusionFit", "FusionFitConfig", "apply_fusion", "fit_fusion", "holdou
 _METRIC = re.compile(r"^(ndcg|recall|mrr)@([1-9][0-9]*)$")
 
 
-class FusionFitConfig(BaseModel):
+class FusionFitConfig(Settings):
     """How :func:`fit_fusion` searches channel weights."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     metric: str = Field(
         default="ndcg@10",

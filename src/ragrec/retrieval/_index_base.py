@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ragrec._settings import Settings
 from ragrec.errors import ConfigError, RagrecError
 from ragrec.retrieval._atomic import atomic_folder
 
@@ -34,10 +35,8 @@ class VectorIndexError(RagrecError):
     """A vector index is corrupt, stale, or does not match its embedder or catalog."""
 
 
-class IndexConfig(BaseModel):
+class IndexConfig(Settings):
     """Configuration of a vector index."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: Literal["faiss", "numpy"] = Field(
         default="faiss", description="faiss, or numpy (exact search; the reference)."

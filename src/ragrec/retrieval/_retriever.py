@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from ragrec._settings import Settings
 from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
 from ragrec.retrieval._atomic import atomic_folder
@@ -52,11 +53,7 @@ class StaleRetrieverStateError(ConfigError):
     is missing or damaged): fit the retriever instead."""
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ChannelSpec(_Config):
+class ChannelSpec(Settings):
     """One channel of a retriever."""
 
     kind: str = Field(description="Registered channel kind: transition, ease, semantic, ...")
@@ -88,7 +85,7 @@ def _default_channels() -> list[ChannelSpec]:
     ]
 
 
-class RetrieverConfig(_Config):
+class RetrieverConfig(Settings):
     """Configuration of :class:`Retriever`."""
 
     n_candidates: int = Field(default=20, ge=1, description="Candidates returned (N).")

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     JsonValue,
@@ -21,6 +20,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from ragrec._settings import Settings
 from ragrec.feedback import MAX_ID_LENGTH, EventKind
 from ragrec.retrieval import Filters
 
@@ -72,8 +72,7 @@ Id = Annotated[
 ]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Body = Settings
 
 
 class RecommendRequest(_Body):

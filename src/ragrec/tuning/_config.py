@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from ragrec._settings import Settings
 from ragrec.errors import ConfigError, describe_validation_error
 from ragrec.prompting import PromptConfig
 
@@ -20,11 +21,9 @@ TUNE_PROMPT = PromptConfig(
 the example builder, not the prompt builder. Score with the same budgets."""
 
 
-class TuneConfig(BaseModel):
+class TuneConfig(Settings):
     """Supervised fine-tuning of the ranking model with the verbalizer objective:
     cross-entropy over the candidate labels' logits at the answer position."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: Literal["lora", "full"] = Field(
         default="lora",
