@@ -42,14 +42,7 @@ from ragrec.eval._rankers import (
     UserBatch,
     make_ranker,
 )
-from ragrec.eval._report import (
-    Comparison,
-    ReportFiles,
-    Run,
-    compare_runs,
-    load_run,
-    write_run_report,
-)
+from ragrec.eval._report import ReportFiles, write_run_report
 from ragrec.eval._retrieval_rankers import (
     ChannelRankerConfig,
     RetrievalRanker,
@@ -68,6 +61,8 @@ from ragrec.eval._runner import (
     top_positions,
     write_report,
 )
+from ragrec.eval._runs import Run, load_run
+from ragrec.eval._stats import Comparison, compare_runs
 from ragrec.eval.metrics import (
     MRR,
     NDCG,
