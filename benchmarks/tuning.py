@@ -40,8 +40,7 @@ from typing import Any
 import numpy as np
 
 from ragrec.data import load_movielens
-from ragrec.eval import llamarec_protocol
-from ragrec.eval._protocol import ProtocolData
+from ragrec.eval import ProtocolData, llamarec_protocol
 from ragrec.generation import GeneratorConfig, content_free_prior
 from ragrec.generation._transformers import TransformersGenerator
 from ragrec.prompting import LABELS, PromptBuilder

@@ -130,7 +130,7 @@ def test_why_shows_the_explanation_and_its_evidence(recommender: Recommender) ->
     it came from; the line saying the LLM ranking is off comes once per session."""
     from rich.console import Console
 
-    from ragrec.cli._chat import render
+    from ragrec.cli._render import render
 
     saved = recommender.config
     recommender.config = saved.model_copy(

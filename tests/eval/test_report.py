@@ -1,4 +1,5 @@
-"""Tests for ragrec.eval._report: loading run folders, comparisons, tables and plots."""
+"""Tests for ragrec.eval._runs, _stats and _report: loading run folders, comparisons,
+tables and plots."""
 
 from __future__ import annotations
 
@@ -14,19 +15,16 @@ import pytest
 from scipy import stats
 
 from ragrec.errors import ConfigError
+from ragrec.eval import Run, compare_runs, load_run, write_run_report
 from ragrec.eval._report import (
-    Run,
-    bootstrap_ci,
-    compare_runs,
-    load_run,
-    per_user_metric,
     plot_bars,
     plot_latency,
     plot_metric_vs_k,
     render_markdown,
     write_markdown,
-    write_run_report,
 )
+from ragrec.eval._runs import per_user_metric
+from ragrec.eval._stats import bootstrap_ci
 from ragrec.eval.metrics import UNRANKED, parse_metric
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -280,7 +278,7 @@ def test_pairs_by_user_id_and_reports_unpaired(
 ) -> None:
     a = load_run(write_run(tmp_path / "a", [1, 2, 3, 4], users=[1, 2, 3, 4]))
     b = load_run(write_run(tmp_path / "b", [None, 1, 2, 1, 1], users=[9, 4, 3, 2, 8]))
-    with caplog.at_level(logging.WARNING, logger="ragrec.eval._report"):
+    with caplog.at_level(logging.WARNING, logger="ragrec.eval._stats"):
         comp = compare_runs(a, b, ["mrr"], n_boot=500)
     assert (comp.n_paired, comp.only_a, comp.only_b) == (3, 1, 2)
     assert "left out 1 only in 'a' and 2 only in 'b'" in caplog.text

@@ -1,4 +1,4 @@
-"""Tests for ragrec.eval._runner: target ranks, evaluate and the report files."""
+"""Tests for ragrec.eval._runner and _results: target ranks, evaluate and the report files."""
 
 from __future__ import annotations
 

@@ -11,19 +11,14 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from ragrec.cli._app import (
+from ragrec.cli._app import _cache_root, _friendly, err, out
+from ragrec.cli._data import (
     InteractionColumnsOption,
     InteractionsOption,
     ItemColumnsOption,
     ItemsOption,
-    _cache_root,
-    _friendly,
-    _read_files,
+    _read_data,
     _read_items,
-    _resolve_data,
-    app,
-    err,
-    out,
 )
 from ragrec.errors import ConfigError
 
@@ -36,7 +31,6 @@ eval_app = typer.Typer(
     help="Evaluate rankers offline; compare runs; build reports.",
     invoke_without_command=True,
 )
-app.add_typer(eval_app, name="eval")
 
 _RANKER_HELP = (
     "Ranker: popularity, random, itemknn, als, bpr, transition, ease, semantic, retrieval, llm."
@@ -158,7 +152,7 @@ def _eval_data(
 ) -> tuple[Catalog, Interactions, str]:
     """The catalog, the interactions and the dataset's name: from MovieLens, or from the
     user's files (``--items`` alone is the catalog of the ``custom`` protocol's files)."""
-    from ragrec.data import Interactions, load_movielens
+    from ragrec.data import Interactions
 
     files = items is not None or interactions is not None
     if files and data is not None:
@@ -186,24 +180,19 @@ def _eval_data(
             kinds=np.empty(0, object),
         )
         return catalog, unused, Path(items).name
-    if items is not None:
-        if interactions is None:
-            raise ConfigError(
-                f"--items needs --interactions for protocol {protocol!r} (only 'custom' "
-                "takes its rows from split files)"
-            )
-        catalog, rows = _read_files(
-            items,
-            interactions,
-            item_columns=item_columns,
-            interaction_columns=interaction_columns,
-            on_invalid=settings.on_invalid,
+    if items is not None and interactions is None:
+        raise ConfigError(
+            f"--items needs --interactions for protocol {protocol!r} (only 'custom' "
+            "takes its rows from split files)"
         )
-        return catalog, rows, f"{Path(items).name} + {Path(interactions).name}"
-    ml = load_movielens(
-        _resolve_data(settings.path, settings.cache_dir), on_invalid=settings.on_invalid
+    catalog, rows, _, name = _read_data(
+        settings,
+        items=items,
+        interactions=interactions,
+        item_columns=item_columns,
+        interaction_columns=interaction_columns,
     )
-    return ml.catalog, ml.interactions, ml.path.name
+    return catalog, rows, name
 
 
 @eval_app.callback()
@@ -273,8 +262,14 @@ def eval_cmd(
     if ctx.invoked_subcommand is not None:
         return
     from ragrec.config import load_config
-    from ragrec.eval import SystemRun, expand_systems, load_grid, prepare_protocol
-    from ragrec.eval._report import load_run, write_run_report
+    from ragrec.eval import (
+        SystemRun,
+        expand_systems,
+        load_grid,
+        load_run,
+        prepare_protocol,
+        write_run_report,
+    )
 
     overrides = {
         "protocol": protocol,
@@ -379,7 +374,7 @@ def eval_compare(
 ) -> None:
     """Per-metric deltas of B over A on the users both ran, with a paired bootstrap
     interval and p-value and a paired t-test."""
-    from ragrec.eval._report import compare_runs, load_run
+    from ragrec.eval import compare_runs, load_run
 
     comparison = compare_runs(
         load_run(run_a),
@@ -407,8 +402,7 @@ def eval_report(
     ] = None,
 ) -> None:
     """Build report.md and plots from existing run folders."""
-    from ragrec.eval import load_grid
-    from ragrec.eval._report import load_run, write_run_report
+    from ragrec.eval import load_grid, load_run, write_run_report
 
     published = [p.model_dump() for p in load_grid(systems).published] if systems else []
     files = write_run_report(

@@ -49,14 +49,7 @@ if TYPE_CHECKING:
         UserBatch,
     )
     from ragrec.eval._registry import RANKERS, known_ranker, make_ranker
-    from ragrec.eval._report import (
-        Comparison,
-        ReportFiles,
-        Run,
-        compare_runs,
-        load_run,
-        write_run_report,
-    )
+    from ragrec.eval._report import ReportFiles, write_run_report
     from ragrec.eval._retrieval_rankers import (
         ChannelRankerConfig,
         RetrievalRanker,
@@ -74,6 +67,8 @@ if TYPE_CHECKING:
         top_positions,
         write_report,
     )
+    from ragrec.eval._runs import Run, load_run
+    from ragrec.eval._stats import Comparison, compare_runs
     from ragrec.eval.metrics import (
         MRR,
         NDCG,
@@ -138,12 +133,16 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "make_ranker",
     ),
     "ragrec.eval._report": (
-        "Comparison",
         "ReportFiles",
-        "Run",
-        "compare_runs",
-        "load_run",
         "write_run_report",
+    ),
+    "ragrec.eval._runs": (
+        "Run",
+        "load_run",
+    ),
+    "ragrec.eval._stats": (
+        "Comparison",
+        "compare_runs",
     ),
     "ragrec.eval._retrieval_rankers": (
         "ChannelRankerConfig",

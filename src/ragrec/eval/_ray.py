@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ragrec.errors import ConfigError
-from ragrec.eval._protocol import EvalCases, ProtocolData, Split
+from ragrec.eval._cases import EvalCases, ProtocolData, Split
 from ragrec.eval._rankers import Ranker
 from ragrec.eval._registry import make_ranker
 
