@@ -363,7 +363,8 @@ class Pipeline:
         n = self.n_candidates
         requests = [
             RerankRequest(
-                user_key=q.user_id,
+                # the shuffle is seeded by the key's repr: np.int64(1) and 1 must agree
+                user_key=plain_value(q.user_id),
                 history=[
                     (plain_value(catalog.item_ids[p]), str(catalog.titles[p])) for p in q.history
                 ],

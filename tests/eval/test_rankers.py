@@ -170,6 +170,16 @@ class TestRegistry:
             RANKERS["gru4rec"]
         assert len(RANKERS) == len(list(RANKERS))
 
+    def test_every_entry_resolves_to_its_ranker_and_config(self) -> None:
+        from pydantic import BaseModel
+
+        for name in RANKERS:
+            factory, config = RANKERS[name]
+            assert callable(factory), name
+            assert issubclass(config, BaseModel), name
+        assert RANKERS["llm"][1].__name__ == "LLMRankerConfig"
+        assert RANKERS["retrieval"][1].__name__ == "RetrievalRankerConfig"
+
     def test_known_ranker(self) -> None:
         assert known_ranker("llm") == "llm"
         with pytest.raises(ValueError, match="'gru4rec' is not known; allowed: als, als-channel"):

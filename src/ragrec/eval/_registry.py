@@ -30,8 +30,8 @@ class _Entry:
     channel: str | None = None  # a channel ranker: ``factory(channel, config, name=...)``
 
 
-def _ranker(module: str, stem: str) -> _Entry:
-    return _Entry(f"ragrec.eval.{module}:{stem}Ranker", f"ragrec.eval.{module}:{stem}Config")
+def _ranker(module: str, ranker: str, config: str) -> _Entry:
+    return _Entry(f"ragrec.eval.{module}:{ranker}", f"ragrec.eval.{module}:{config}")
 
 
 def _channel(kind: str) -> _Entry:
@@ -41,13 +41,13 @@ def _channel(kind: str) -> _Entry:
 
 
 _TABLE: dict[str, _Entry] = {
-    "popularity": _ranker("_rankers", "Popularity"),
-    "random": _ranker("_rankers", "Random"),
-    "retrieval": _ranker("_retrieval_rankers", "Retrieval"),
-    "llm": _ranker("_llm_ranker", "LLM"),
-    "itemknn": _ranker("_cf_rankers", "ItemKNN"),
-    "als": _ranker("_cf_rankers", "ALS"),
-    "bpr": _ranker("_cf_rankers", "BPR"),
+    "popularity": _ranker("_rankers", "PopularityRanker", "PopularityConfig"),
+    "random": _ranker("_rankers", "RandomRanker", "RandomConfig"),
+    "retrieval": _ranker("_retrieval_rankers", "RetrievalRanker", "RetrievalRankerConfig"),
+    "llm": _ranker("_llm_ranker", "LLMRanker", "LLMRankerConfig"),
+    "itemknn": _ranker("_cf_rankers", "ItemKNNRanker", "ItemKNNConfig"),
+    "als": _ranker("_cf_rankers", "ALSRanker", "ALSConfig"),
+    "bpr": _ranker("_cf_rankers", "BPRRanker", "BPRConfig"),
     # each retrieval channel alone; a name an independent baseline holds gets "-channel"
     "als-channel": _channel("als"),
     "bpr-channel": _channel("bpr"),
