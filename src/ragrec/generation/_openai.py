@@ -18,12 +18,12 @@ from ragrec.errors import ConfigError
 from ragrec.generation._base import (
     BUNDLED_MODEL,
     BackendError,
+    BaseGenerator,
     GenerationInfo,
     GeneratorConfig,
-    renormalise,
 )
 from ragrec.generation._transformers import HFTokenizer, bundled_model_path
-from ragrec.prompting import LABELS, RenderedPrompt
+from ragrec.prompting import RenderedPrompt
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def load_tokenizer(config: GeneratorConfig) -> HFTokenizer:
         ) from exc
 
 
-class OpenAIGenerator:
+class OpenAIGenerator(BaseGenerator):
     """Talks to an OpenAI-compatible server over HTTP.
 
     Ranking asks ``/completions`` for one token with its top log-probabilities, with a
@@ -178,14 +178,11 @@ class OpenAIGenerator:
 
     # ranking ------------------------------------------------------------------------------
 
-    def label_logprobs(self, prompts: Sequence[RenderedPrompt]) -> np.ndarray:
-        tok = self.tokenizer
-        width = max((len(p.labels) for p in prompts), default=0)
-        out = np.full((len(prompts), width), -np.inf)
-        if not prompts:
-            return out
-        label_ids = tok.label_ids(LABELS[:width])
-        token_text = {i: str(tok.hf.decode([i])) for i in label_ids}
+    def _label_scores(
+        self, prompts: Sequence[RenderedPrompt], label_ids: Sequence[int]
+    ) -> list[np.ndarray]:
+        ids = list(label_ids)
+        token_text = {i: self.tokenizer.decode([i]) for i in ids}
 
         def one(prompt: RenderedPrompt) -> np.ndarray:
             n = len(prompt.labels)
@@ -198,15 +195,13 @@ class OpenAIGenerator:
             }
             if self.config.vllm_server:
                 body["logprobs"] = n
-                body["logprob_token_ids"] = label_ids[:n]
+                body["logprob_token_ids"] = ids[:n]
             else:
-                body["logit_bias"] = {str(i): 100 for i in label_ids[:n]}
+                body["logit_bias"] = {str(i): 100 for i in ids[:n]}
             data = self._post("completions", body)
-            return renormalise(self._label_values(data, label_ids[:n], token_text))
+            return self._label_values(data, ids[:n], token_text)
 
-        for row, values in enumerate(self._map(one, list(prompts))):
-            out[row, : len(values)] = values
-        return out
+        return self._map(one, list(prompts))
 
     @staticmethod
     def _label_values(
@@ -231,17 +226,14 @@ class OpenAIGenerator:
 
     # generation ---------------------------------------------------------------------------
 
-    def generate(
+    def _generate(
         self,
-        prompts: Sequence[str],
+        prompts: list[str],
         *,
-        max_tokens: int = 64,
-        json_schema: dict[str, Any] | None = None,
-        stop: Sequence[str] | None = None,
+        max_tokens: int,
+        json_schema: dict[str, Any] | None,
+        stop: list[str],
     ) -> list[str]:
-        if max_tokens < 1:
-            raise ConfigError(f"max_tokens={max_tokens} must be >= 1")
-
         def one(text: str) -> str:
             body: dict[str, Any] = {
                 "model": self.config.model,
@@ -250,7 +242,7 @@ class OpenAIGenerator:
                 "temperature": 0.0,
             }
             if stop:
-                body["stop"] = list(stop)
+                body["stop"] = stop
             if json_schema is not None:
                 body["response_format"] = {
                     "type": "json_schema",
@@ -262,4 +254,4 @@ class OpenAIGenerator:
             except (KeyError, IndexError, TypeError) as exc:
                 raise BackendError("the server's completion has no choices[0].text") from exc
 
-        return self._map(one, list(prompts))
+        return self._map(one, prompts)
