@@ -367,12 +367,13 @@ def check_generate_args(
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise ConfigError(
-                f"prompts[{i}] is a {type(text).__name__}, not a prompt text (str); pass "
-                "the rendered prompt's .text"
+                f"prompts[{i}] is of type {type(text).__name__}, not a prompt text (str); "
+                "pass a rendered prompt's .text"
             )
     if json_schema is not None and not isinstance(json_schema, dict):
         raise ConfigError(
-            f"json_schema is a {type(json_schema).__name__}; pass a JSON schema as a dict"
+            f"json_schema is of type {type(json_schema).__name__}; pass a JSON schema as a "
+            "dict"
         )
     if isinstance(stop, str):
         raise ConfigError(f"stop={stop!r} is one string; pass a list of stop strings: [{stop!r}]")
