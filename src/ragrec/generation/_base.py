@@ -20,6 +20,7 @@ __all__ = [
     "BaseGenerator",
     "BaseTokenizer",
     "GenerationInfo",
+    "GenerationRequest",
     "Generator",
     "GeneratorConfig",
 ]
@@ -272,16 +273,9 @@ class BaseGenerator(ABC):
         log-probabilities."""
 
     @abstractmethod
-    def _generate(
-        self,
-        prompts: list[str],
-        *,
-        max_tokens: int,
-        json_schema: dict[str, Any] | None,
-        stop: list[str],
-    ) -> list[str]:
-        """Greedy completions of checked input, one per prompt, in order (``stop`` may
-        be left in; it is cut off afterwards)."""
+    def _generate(self, request: GenerationRequest) -> list[str]:
+        """Greedy completions of the checked request, one per prompt, in order (a stop
+        string may be left in; it is cut off afterwards)."""
 
     def label_logprobs(self, prompts: Sequence[RenderedPrompt]) -> np.ndarray:
         """Per prompt, next-token log-probabilities of its labels, renormalised over the
@@ -331,33 +325,49 @@ class BaseGenerator(ABC):
                 invalid (the message names it).
             BackendError: The backend failed.
         """
-        texts, stops = check_generate_args(prompts, max_tokens, json_schema, stop)
+        request = GenerationRequest.checked(prompts, max_tokens, json_schema, stop)
         with self._guard():
-            outputs = self._generate(
-                texts, max_tokens=max_tokens, json_schema=json_schema, stop=stops
-            )
-        if len(outputs) != len(texts):
+            outputs = self._generate(request)
+        if len(outputs) != len(request.prompts):
             raise BackendError(
-                f"{self.info.backend} returned {len(outputs)} completions for {len(texts)} prompts"
+                f"{self.info.backend} returned {len(outputs)} completions for "
+                f"{len(request.prompts)} prompts"
             )
-        return [cut_at_stop(text, stops) for text in outputs]
+        return [cut_at_stop(text, request.stop) for text in outputs]
 
 
-def check_generate_args(
-    prompts: Sequence[str],
-    max_tokens: int,
-    json_schema: dict[str, Any] | None,
-    stop: Sequence[str] | None,
-) -> tuple[list[str], list[str]]:
-    """``generate``'s arguments checked: the prompt texts and the stop strings as lists.
+@dataclass(frozen=True)
+class GenerationRequest:
+    """:meth:`BaseGenerator.generate`'s arguments, checked (what a backend's
+    ``_generate`` receives)."""
 
-    Raises:
-        ConfigError: Naming the argument: ``max_tokens`` below 1, ``prompts`` or
-            ``stop`` a single string or holding something other than text, an empty
-            stop string, ``json_schema`` not a dict.
-    """
-    if max_tokens < 1:
-        raise ConfigError(f"max_tokens={max_tokens} must be >= 1")
+    prompts: list[str]
+    max_tokens: int
+    json_schema: dict[str, Any] | None
+    stop: list[str]
+
+    @classmethod
+    def checked(
+        cls,
+        prompts: Sequence[str],
+        max_tokens: int,
+        json_schema: dict[str, Any] | None,
+        stop: Sequence[str] | None,
+    ) -> GenerationRequest:
+        """The request, with the prompt texts and the stop strings as lists.
+
+        Raises:
+            ConfigError: Naming the argument: ``max_tokens`` below 1, ``prompts`` or
+                ``stop`` a single string or holding something other than text, an empty
+                stop string, ``json_schema`` not a dict.
+        """
+        if max_tokens < 1:
+            raise ConfigError(f"max_tokens={max_tokens} must be >= 1")
+        texts, schema = _checked_prompts(prompts), _checked_schema(json_schema)
+        return cls(texts, max_tokens, schema, _checked_stop(stop))
+
+
+def _checked_prompts(prompts: Sequence[str]) -> list[str]:
     if isinstance(prompts, str):
         raise ConfigError(
             f"prompts={_short(prompts)} is one string; generate() takes a list of prompt "
@@ -370,18 +380,25 @@ def check_generate_args(
                 f"prompts[{i}] is of type {type(text).__name__}, not a prompt text (str); "
                 "pass a rendered prompt's .text"
             )
+    return texts
+
+
+def _checked_schema(json_schema: dict[str, Any] | None) -> dict[str, Any] | None:
     if json_schema is not None and not isinstance(json_schema, dict):
         raise ConfigError(
-            f"json_schema is of type {type(json_schema).__name__}; pass a JSON schema as a "
-            "dict"
+            f"json_schema is of type {type(json_schema).__name__}; pass a JSON schema as a dict"
         )
+    return json_schema
+
+
+def _checked_stop(stop: Sequence[str] | None) -> list[str]:
     if isinstance(stop, str):
         raise ConfigError(f"stop={stop!r} is one string; pass a list of stop strings: [{stop!r}]")
     stops = list(stop or ())
     for s in stops:
         if not isinstance(s, str) or not s:
             raise ConfigError(f"stop={stops!r}: every stop string must be non-empty text")
-    return texts, stops
+    return stops
 
 
 def _short(text: str, limit: int = 40) -> str:

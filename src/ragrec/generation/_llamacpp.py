@@ -22,6 +22,7 @@ from ragrec.generation._base import (
     BaseGenerator,
     BaseTokenizer,
     GenerationInfo,
+    GenerationRequest,
     GeneratorConfig,
 )
 from ragrec.generation._transformers import bundled_model_path
@@ -215,32 +216,25 @@ class LlamaCppGenerator(BaseGenerator):
 
     # generation ---------------------------------------------------------------------------
 
-    def _generate(
-        self,
-        prompts: list[str],
-        *,
-        max_tokens: int,
-        json_schema: dict[str, Any] | None,
-        stop: list[str],
-    ) -> list[str]:
+    def _generate(self, request: GenerationRequest) -> list[str]:
         llm = self._load()
         grammar = None
-        if json_schema is not None:
+        if request.json_schema is not None:
             from llama_cpp import LlamaGrammar
 
-            grammar = LlamaGrammar.from_json_schema(json.dumps(json_schema))
+            grammar = LlamaGrammar.from_json_schema(json.dumps(request.json_schema))
         outputs = []
-        for text in prompts:
+        for text in request.prompts:
             tokens = self.tokenizer.encode(text)
-            self._check_length(tokens, max_tokens)
+            self._check_length(tokens, request.max_tokens)
             try:
                 result = llm.create_completion(
                     tokens,
-                    max_tokens=max_tokens,
+                    max_tokens=request.max_tokens,
                     temperature=0.0,
                     top_k=1,
                     repeat_penalty=1.0,
-                    stop=stop,
+                    stop=request.stop,
                     grammar=grammar,
                 )
             except (RuntimeError, ValueError) as exc:

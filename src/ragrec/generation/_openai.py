@@ -20,6 +20,7 @@ from ragrec.generation._base import (
     BackendError,
     BaseGenerator,
     GenerationInfo,
+    GenerationRequest,
     GeneratorConfig,
 )
 from ragrec.generation._transformers import HFTokenizer, bundled_model_path
@@ -226,32 +227,23 @@ class OpenAIGenerator(BaseGenerator):
 
     # generation ---------------------------------------------------------------------------
 
-    def _generate(
-        self,
-        prompts: list[str],
-        *,
-        max_tokens: int,
-        json_schema: dict[str, Any] | None,
-        stop: list[str],
-    ) -> list[str]:
+    def _generate(self, request: GenerationRequest) -> list[str]:
         def one(text: str) -> str:
             body: dict[str, Any] = {
                 "model": self.config.model,
                 "prompt": text,
-                "max_tokens": max_tokens,
+                "max_tokens": request.max_tokens,
                 "temperature": 0.0,
             }
-            if stop:
-                body["stop"] = stop
-            if json_schema is not None:
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": "output", "schema": json_schema, "strict": True},
-                }
+            if request.stop:
+                body["stop"] = request.stop
+            if request.json_schema is not None:
+                schema = {"name": "output", "schema": request.json_schema, "strict": True}
+                body["response_format"] = {"type": "json_schema", "json_schema": schema}
             data = self._post("completions", body)
             try:
                 return str(data["choices"][0]["text"])
             except (KeyError, IndexError, TypeError) as exc:
                 raise BackendError("the server's completion has no choices[0].text") from exc
 
-        return self._map(one, prompts)
+        return self._map(one, request.prompts)

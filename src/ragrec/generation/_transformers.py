@@ -20,6 +20,7 @@ from ragrec.generation._base import (
     BaseGenerator,
     BaseTokenizer,
     GenerationInfo,
+    GenerationRequest,
     GeneratorConfig,
     resolve_device,
 )
@@ -301,32 +302,26 @@ class TransformersGenerator(BaseGenerator):
 
     # generation ---------------------------------------------------------------------------
 
-    def _generate(
-        self,
-        prompts: list[str],
-        *,
-        max_tokens: int,
-        json_schema: dict[str, Any] | None,
-        stop: list[str],
-    ) -> list[str]:
+    def _generate(self, request: GenerationRequest) -> list[str]:
         import torch
 
         model = self._load()
         tok = self.tokenizer
         outputs = []
-        processor = self._json_processor(json_schema) if json_schema is not None else None
+        schema = request.json_schema
+        processor = self._json_processor(schema) if schema is not None else None
         with torch.inference_mode():
-            for text in prompts:
+            for text in request.prompts:
                 ids = torch.tensor([tok.encode(text)], device=model.device)
                 kwargs: dict[str, Any] = {
-                    "max_new_tokens": max_tokens,
+                    "max_new_tokens": request.max_tokens,
                     "do_sample": False,
                     "pad_token_id": tok.hf.eos_token_id,
                 }
                 if processor is not None:
                     kwargs["logits_processor"] = [processor()]
-                if stop:  # generation ends at a stop string; it is cut off afterwards
-                    kwargs["stop_strings"] = stop
+                if request.stop:  # generation ends at a stop string; it is cut off afterwards
+                    kwargs["stop_strings"] = request.stop
                     kwargs["tokenizer"] = tok.hf
                 result = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
                 outputs.append(

@@ -16,6 +16,7 @@ from ragrec.generation._base import (
     BackendError,
     BaseGenerator,
     GenerationInfo,
+    GenerationRequest,
     GeneratorConfig,
     resolve_device,
 )
@@ -206,29 +207,22 @@ class VLLMGenerator(BaseGenerator):
                 scores.append(np.array(values))
         return scores
 
-    def _generate(
-        self,
-        prompts: list[str],
-        *,
-        max_tokens: int,
-        json_schema: dict[str, Any] | None,
-        stop: list[str],
-    ) -> list[str]:
+    def _generate(self, request: GenerationRequest) -> list[str]:
         vllm = self._vllm()
         llm = self._load()
-        kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": 0.0}
-        if stop:
-            kwargs["stop"] = stop
-        if json_schema is not None:
+        kwargs: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": 0.0}
+        if request.stop:
+            kwargs["stop"] = request.stop
+        if request.json_schema is not None:
             from vllm.sampling_params import StructuredOutputsParams
 
             # no free whitespace: a small model otherwise spends its budget on newlines
             kwargs["structured_outputs"] = StructuredOutputsParams(
-                json=json_schema, disable_any_whitespace=True
+                json=request.json_schema, disable_any_whitespace=True
             )
         params = vllm.SamplingParams(**kwargs)
         outputs: list[str] = []
-        for chunk in self._chunks(prompts):
+        for chunk in self._chunks(request.prompts):
             try:
                 results = llm.generate(
                     [self._prompt(t) for t in chunk],
