@@ -129,12 +129,6 @@ def _private_imports() -> list[str]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="being fixed elsewhere: ragrec.cli imports ragrec.eval._report, "
-    "ragrec.tuning._trainer imports generation privates, ragrec.eval._llm_ranker imports "
-    "ragrec.generation._rerank",
-)
 def test_no_private_import_across_packages() -> None:
     assert _private_imports() == []
 

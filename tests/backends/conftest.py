@@ -21,6 +21,9 @@ from ragrec.generation import BUNDLED_MODEL, GeneratorConfig, default_export_dir
 
 pytestmark = pytest.mark.vllm
 
+# the shared conformance tests' asserts report their values, as in test modules
+pytest.register_assert_rewrite("tests.generation.conformance")
+
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 
 

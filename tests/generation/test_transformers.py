@@ -18,8 +18,9 @@ from ragrec.generation import (
     renormalise,
 )
 from ragrec.generation._transformers import HFTokenizer, TransformersGenerator
-from ragrec.prompting import LABELS, PromptBuilder, PromptConfig, RenderedPrompt
+from ragrec.prompting import PromptBuilder, PromptConfig, RenderedPrompt
 
+from .conformance import GeneratorConformance
 from .conftest import FailingGenerator, sharing_weights
 
 TITLES = [
@@ -59,39 +60,13 @@ def uncached(prompts: list[RenderedPrompt]) -> np.ndarray:
     return sharing_weights(prefix_cache=False).label_logprobs(prompts)
 
 
-class TestTokenizer:
-    def test_labels_a_to_t_are_single_distinct_tokens(self, tokenizer: HFTokenizer) -> None:
-        ids = tokenizer.label_ids(LABELS[:20])
-        assert len(set(ids)) == 20
-        for label, token in zip(LABELS[:20], ids, strict=True):
-            assert tokenizer.encode(label) == [token]
+class TestTransformersConformance(GeneratorConformance):
+    """The shared generator contract, on the session's loaded model (prefix cache on)."""
 
-    def test_multi_token_label_is_rejected(self, tokenizer: HFTokenizer) -> None:
-        with pytest.raises(ConfigError, match="single-token labels"):
-            tokenizer.label_ids(["A", "Zanzibar quux"])
-
-    def test_truncate_keeps_short_text_and_cuts_long_text(self, tokenizer: HFTokenizer) -> None:
-        assert tokenizer.truncate("Heat (1995)", 24) == "Heat (1995)"
-        cut = tokenizer.truncate("The Lord of the Rings: The Fellowship of the Ring (2001)", 4)
-        assert cut.endswith("...")
-        assert tokenizer.count_tokens(cut.removesuffix("...")) <= 4
+    backend = "transformers"
 
 
 class TestLabelLogprobs:
-    def test_shape_normalised_and_padded(
-        self, uncached: np.ndarray, prompts: list[RenderedPrompt]
-    ) -> None:
-        assert uncached.shape == (len(prompts), max(len(p.labels) for p in prompts))
-        for row, prompt in zip(uncached, prompts, strict=True):
-            n = len(prompt.labels)
-            assert np.isfinite(row[:n]).all()
-            assert (row[:n] <= 0).all()
-            assert np.exp(row[:n]).sum() == pytest.approx(1.0, abs=1e-5)
-            assert np.isneginf(row[n:]).all()
-
-    def test_no_prompts(self, generator: TransformersGenerator) -> None:
-        assert generator.label_logprobs([]).shape == (0, 0)
-
     def test_prefix_cache_matches_full_passes(
         self, uncached: np.ndarray, prompts: list[RenderedPrompt], tokenizer: HFTokenizer
     ) -> None:
@@ -118,24 +93,6 @@ class TestLabelLogprobs:
         np.testing.assert_array_equal(np.isneginf(got), np.isneginf(uncached))
         finite = np.isfinite(uncached)
         np.testing.assert_allclose(got[finite], uncached[finite], atol=1e-3)
-
-
-class TestGenerate:
-    def test_greedy_text_is_deterministic(
-        self, generator: TransformersGenerator, prompts: list[RenderedPrompt]
-    ) -> None:
-        out = generator.generate([prompts[0].text, prompts[0].text], max_tokens=8)
-        assert len(out) == 2
-        assert all(isinstance(t, str) for t in out)
-        assert out[0] == out[1]
-        assert "<|im_end|>" not in out[0]
-
-    def test_no_prompts(self, generator: TransformersGenerator) -> None:
-        assert generator.generate([], max_tokens=8) == []
-
-    def test_max_tokens_must_be_positive(self, generator: TransformersGenerator) -> None:
-        with pytest.raises(ConfigError, match="max_tokens=0"):
-            generator.generate(["x"], max_tokens=0)
 
 
 class TestFactoryAndLoading:

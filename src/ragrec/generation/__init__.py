@@ -3,10 +3,14 @@
 from ragrec.generation._base import (
     BUNDLED_MODEL,
     BackendError,
+    BaseGenerator,
+    BaseTokenizer,
     GenerationInfo,
+    GenerationRequest,
     Generator,
     GeneratorConfig,
     renormalise,
+    resolve_device,
 )
 from ragrec.generation._explain import (
     ExplainConfig,
@@ -22,6 +26,7 @@ from ragrec.generation._export import (
     default_export_dir,
     export_model,
     is_exported_folder,
+    load_trainable,
     merge_adapter,
 )
 from ragrec.generation._factory import make_generator
@@ -34,24 +39,30 @@ from ragrec.generation._rerank import (
     content_free_prior,
     fit_blend_weight,
 )
+from ragrec.generation._transformers import HFTokenizer, bundled_model_path, resolve_adapter
 
 __all__ = [
     "BUNDLED_MODEL",
     "BackendError",
+    "BaseGenerator",
+    "BaseTokenizer",
     "ExplainConfig",
     "ExplainItem",
     "Explainer",
     "ExplanationResult",
     "ExportResult",
     "GenerationInfo",
+    "GenerationRequest",
     "Generator",
     "GeneratorConfig",
+    "HFTokenizer",
     "LLMScores",
     "RerankConfig",
     "RerankRequest",
     "TitleIndex",
     "VerbalizerRanker",
     "blend_scores",
+    "bundled_model_path",
     "content_free_prior",
     "default_export_dir",
     "display_title",
@@ -59,7 +70,10 @@ __all__ = [
     "export_model",
     "fit_blend_weight",
     "is_exported_folder",
+    "load_trainable",
     "make_generator",
     "merge_adapter",
     "renormalise",
+    "resolve_adapter",
+    "resolve_device",
 ]

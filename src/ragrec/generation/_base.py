@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -10,13 +12,16 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ragrec._settings import Settings
-from ragrec.errors import RagrecError
-from ragrec.prompting import RenderedPrompt, TokenizerLike
+from ragrec.errors import ConfigError, RagrecError
+from ragrec.prompting import LABELS, Message, RenderedPrompt, TokenizerLike
 
 __all__ = [
     "BUNDLED_MODEL",
     "BackendError",
+    "BaseGenerator",
+    "BaseTokenizer",
     "GenerationInfo",
+    "GenerationRequest",
     "Generator",
     "GeneratorConfig",
 ]
@@ -170,6 +175,242 @@ class Generator(Protocol):
         a JSON schema; a completion ends before the first of ``stop`` it produces (the
         stop text is not returned)."""
         ...
+
+
+class BaseTokenizer(ABC):
+    """A model's tokenizer as the prompt builder and the backends need it: a backend
+    supplies ``encode``, ``decode`` and ``chat_text``; token counts, truncation and label
+    ids are built on them here, the same for every backend."""
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (no special tokens added; special-token text such as
+        ``<|im_start|>`` is one token)."""
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids."""
+
+    @abstractmethod
+    def chat_text(self, messages: Sequence[Message], *, generation_prompt: bool = True) -> str:
+        """The model's chat template applied; with ``generation_prompt`` it ends where the
+        assistant's reply starts."""
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens in ``text``."""
+        return len(self.encode(text))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """``text`` unchanged when it fits in ``max_tokens`` tokens; else its first
+        ``max_tokens`` tokens followed by ``...``."""
+        ids = self.encode(text)
+        if len(ids) <= max_tokens:
+            return text
+        return self.decode(ids[:max_tokens]).rstrip() + "..."
+
+    def label_ids(self, labels: Sequence[str]) -> list[int]:
+        """The single token id of each label.
+
+        Raises:
+            ConfigError: A label is not one token for this tokenizer.
+        """
+        ids = []
+        for label in labels:
+            tokens = self.encode(label)
+            if len(tokens) != 1:
+                raise ConfigError(
+                    f"label {label!r} is {len(tokens)} tokens for this model's tokenizer; "
+                    "verbalizer ranking needs single-token labels"
+                )
+            ids.append(tokens[0])
+        return ids
+
+    @staticmethod
+    def plain_chat(messages: Sequence[Message], generation_prompt: bool) -> str:
+        """The messages without a chat template (a model that has none)."""
+        body = "\n\n".join(m.content for m in messages)
+        return body + ("\nAnswer: " if generation_prompt else "\n\n")
+
+
+class BaseGenerator(ABC):
+    """What every backend shares (template methods): :meth:`label_logprobs` and
+    :meth:`generate` check their input, call the backend's :meth:`_label_scores` or
+    :meth:`_generate`, and check, renormalise and shape what comes back.
+
+    A backend implements ``info``, ``tokenizer``, ``_label_scores`` and ``_generate``;
+    it may override ``_prepare`` (what scoring loads first, even for no prompts) and
+    ``_guard`` (a lock held around each call).
+    """
+
+    config: GeneratorConfig
+
+    @property
+    @abstractmethod
+    def info(self) -> GenerationInfo:
+        """Backend, model, device, dtype."""
+
+    @property
+    @abstractmethod
+    def tokenizer(self) -> BaseTokenizer:
+        """The model's tokenizer (for prompt budgets and chat templates)."""
+
+    def _prepare(self) -> None:
+        """Load what scoring needs before the prompts are looked at (default: the
+        tokenizer), so that a backend that cannot load fails even on no prompts."""
+        _ = self.tokenizer
+
+    def _guard(self) -> contextlib.AbstractContextManager[Any]:
+        """Held around each scoring and generation call (default: nothing)."""
+        return contextlib.nullcontext()
+
+    @abstractmethod
+    def _label_scores(
+        self, prompts: Sequence[RenderedPrompt], label_ids: Sequence[int]
+    ) -> Sequence[np.ndarray]:
+        """Per prompt (at least one), the next-token log-scores of its labels' tokens
+        (``label_ids[:len(prompt.labels)]``), in any additive offset: logits or
+        log-probabilities."""
+
+    @abstractmethod
+    def _generate(self, request: GenerationRequest) -> list[str]:
+        """Greedy completions of the checked request, one per prompt, in order (a stop
+        string may be left in; it is cut off afterwards)."""
+
+    def label_logprobs(self, prompts: Sequence[RenderedPrompt]) -> np.ndarray:
+        """Per prompt, next-token log-probabilities of its labels, renormalised over the
+        labels: shape ``(len(prompts), max labels)``, ``-inf`` past a prompt's labels.
+
+        Raises:
+            ConfigError: A label is not a single token for this model.
+            BackendError: The backend failed or returned the wrong number of scores.
+        """
+        with self._guard():
+            self._prepare()
+            width = max((len(p.labels) for p in prompts), default=0)
+            out = np.full((len(prompts), width), -np.inf)
+            if not prompts:
+                return out
+            label_ids = self.tokenizer.label_ids(LABELS[:width])
+            scores = self._label_scores(prompts, label_ids)
+        if len(scores) != len(prompts):
+            raise BackendError(
+                f"{self.info.backend} returned label scores for {len(scores)} of "
+                f"{len(prompts)} prompts"
+            )
+        for row, (prompt, values) in enumerate(zip(prompts, scores, strict=True)):
+            n = len(prompt.labels)
+            if np.shape(values) != (n,):
+                raise BackendError(
+                    f"{self.info.backend} returned {np.shape(values)} label scores for a "
+                    f"prompt with {n} labels"
+                )
+            out[row, :n] = renormalise(values)
+        return out
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_tokens: int = 64,
+        json_schema: dict[str, Any] | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Greedy completions of chat-formatted prompt texts, in order, optionally
+        constrained to a JSON schema; a completion ends before the first of ``stop`` it
+        produces (the stop text is not returned).
+
+        Raises:
+            ConfigError: ``prompts``, ``max_tokens``, ``json_schema`` or ``stop`` is
+                invalid (the message names it).
+            BackendError: The backend failed.
+        """
+        request = GenerationRequest.checked(prompts, max_tokens, json_schema, stop)
+        with self._guard():
+            outputs = self._generate(request)
+        if len(outputs) != len(request.prompts):
+            raise BackendError(
+                f"{self.info.backend} returned {len(outputs)} completions for "
+                f"{len(request.prompts)} prompts"
+            )
+        return [cut_at_stop(text, request.stop) for text in outputs]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """:meth:`BaseGenerator.generate`'s arguments, checked (what a backend's
+    ``_generate`` receives)."""
+
+    prompts: list[str]
+    max_tokens: int
+    json_schema: dict[str, Any] | None
+    stop: list[str]
+
+    @classmethod
+    def checked(
+        cls,
+        prompts: Sequence[str],
+        max_tokens: int,
+        json_schema: dict[str, Any] | None,
+        stop: Sequence[str] | None,
+    ) -> GenerationRequest:
+        """The request, with the prompt texts and the stop strings as lists.
+
+        Raises:
+            ConfigError: Naming the argument: ``max_tokens`` below 1, ``prompts`` or
+                ``stop`` a single string or holding something other than text, an empty
+                stop string, ``json_schema`` not a dict.
+        """
+        if max_tokens < 1:
+            raise ConfigError(f"max_tokens={max_tokens} must be >= 1")
+        texts, schema = _checked_prompts(prompts), _checked_schema(json_schema)
+        return cls(texts, max_tokens, schema, _checked_stop(stop))
+
+
+def _checked_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        raise ConfigError(
+            f"prompts={_short(prompts)} is one string; generate() takes a list of prompt "
+            "texts: pass [text]"
+        )
+    texts = list(prompts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ConfigError(
+                f"prompts[{i}] is of type {type(text).__name__}, not a prompt text (str); "
+                "pass a rendered prompt's .text"
+            )
+    return texts
+
+
+def _checked_schema(json_schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    if json_schema is not None and not isinstance(json_schema, dict):
+        raise ConfigError(
+            f"json_schema is of type {type(json_schema).__name__}; pass a JSON schema as a dict"
+        )
+    return json_schema
+
+
+def _checked_stop(stop: Sequence[str] | None) -> list[str]:
+    if isinstance(stop, str):
+        raise ConfigError(f"stop={stop!r} is one string; pass a list of stop strings: [{stop!r}]")
+    stops = list(stop or ())
+    for s in stops:
+        if not isinstance(s, str) or not s:
+            raise ConfigError(f"stop={stops!r}: every stop string must be non-empty text")
+    return stops
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first of ``stop`` in it."""
+    for s in stop:
+        at = text.find(s)
+        if at >= 0:
+            text = text[:at]
+    return text
 
 
 def resolve_device(config: GeneratorConfig) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,12 +19,14 @@ from ragrec.errors import ConfigError
 from ragrec.generation._base import (
     BUNDLED_MODEL,
     BackendError,
+    BaseGenerator,
+    BaseTokenizer,
     GenerationInfo,
+    GenerationRequest,
     GeneratorConfig,
-    renormalise,
 )
-from ragrec.generation._transformers import SingleTokenLabels, bundled_model_path
-from ragrec.prompting import LABELS, Message, RenderedPrompt
+from ragrec.generation._transformers import bundled_model_path
+from ragrec.prompting import Message, RenderedPrompt
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ def gguf_path(config: GeneratorConfig) -> Path:
     )
 
 
-class LlamaCppTokenizer(SingleTokenLabels):
+class LlamaCppTokenizer(BaseTokenizer):
     """The GGUF's own tokenizer and chat template, as the prompt builder needs them
     (the same token ids as the Hugging Face tokenizer built from the same file)."""
 
@@ -79,19 +82,9 @@ class LlamaCppTokenizer(SingleTokenLabels):
     def decode(self, ids: Sequence[int]) -> str:
         return bytes(self.llm.detokenize(list(ids))).decode("utf-8", errors="ignore")
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        ids = self.encode(text)
-        if len(ids) <= max_tokens:
-            return text
-        return self.decode(ids[:max_tokens]).rstrip() + "..."
-
     def chat_text(self, messages: Sequence[Message], *, generation_prompt: bool = True) -> str:
         if self._template is None:
-            body = "\n\n".join(m.content for m in messages)
-            return body + ("\nAnswer: " if generation_prompt else "\n\n")
+            return self.plain_chat(messages, generation_prompt)
         return str(
             self._template.render(
                 messages=[{"role": m.role, "content": m.content} for m in messages],
@@ -102,7 +95,7 @@ class LlamaCppTokenizer(SingleTokenLabels):
         )
 
 
-class LlamaCppGenerator:
+class LlamaCppGenerator(BaseGenerator):
     """Runs a GGUF model with llama.cpp on CPU, quantised as shipped.
 
     The model loads on first use. The KV cache of the previous prompt is kept: a prompt
@@ -181,75 +174,71 @@ class LlamaCppGenerator:
 
     # ranking ------------------------------------------------------------------------------
 
-    def label_logprobs(self, prompts: Sequence[RenderedPrompt]) -> np.ndarray:
+    def _guard(self) -> contextlib.AbstractContextManager[Any]:
+        return self._lock
+
+    def _prepare(self) -> None:
+        self._load()
+
+    def _label_scores(
+        self, prompts: Sequence[RenderedPrompt], label_ids: Sequence[int]
+    ) -> list[np.ndarray]:
         import llama_cpp
 
-        width = max((len(p.labels) for p in prompts), default=0)
-        out = np.full((len(prompts), width), -np.inf)
-        with self._lock:
-            llm = self._load()
-            tok = self.tokenizer
-            label_ids = np.asarray(tok.label_ids(LABELS[:width]), dtype=np.int64)
-            n_vocab = llm.n_vocab()
-            for row, prompt in enumerate(prompts):
-                tokens = tok.encode(prompt.text)
-                if not tokens:
-                    raise BackendError("an empty prompt has no next-token distribution")
-                self._check_length(tokens)
-                keep = 0
-                if self.config.prefix_cache:  # reuse the cached tokens this prompt starts with
-                    cached = llm.input_ids[: llm.n_tokens]
-                    limit = min(len(cached), len(tokens) - 1)
-                    while keep < limit and cached[keep] == tokens[keep]:
-                        keep += 1
-                llm.n_tokens = keep
-                try:
-                    llm.eval(tokens[keep:])
-                except (RuntimeError, ValueError) as exc:
-                    llm.reset()
-                    raise BackendError(f"llama.cpp failed to evaluate a prompt: {exc}") from exc
-                logits = np.ctypeslib.as_array(
-                    llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,)
-                )
-                n = len(prompt.labels)
-                out[row, :n] = renormalise(logits[label_ids[:n]].astype(np.float64))
-        return out
+        llm = self._load()
+        tok = self.tokenizer
+        ids = np.asarray(label_ids, dtype=np.int64)
+        n_vocab = llm.n_vocab()
+        scores = []
+        for prompt in prompts:
+            tokens = tok.encode(prompt.text)
+            if not tokens:
+                raise BackendError("an empty prompt has no next-token distribution")
+            self._check_length(tokens)
+            keep = 0
+            if self.config.prefix_cache:  # reuse the cached tokens this prompt starts with
+                cached = llm.input_ids[: llm.n_tokens]
+                limit = min(len(cached), len(tokens) - 1)
+                while keep < limit and cached[keep] == tokens[keep]:
+                    keep += 1
+            llm.n_tokens = keep
+            try:
+                llm.eval(tokens[keep:])
+            except (RuntimeError, ValueError) as exc:
+                llm.reset()
+                raise BackendError(f"llama.cpp failed to evaluate a prompt: {exc}") from exc
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,)
+            )
+            # a copy: the next evaluation overwrites llama.cpp's logits buffer
+            scores.append(logits[ids[: len(prompt.labels)]].astype(np.float64))
+        return scores
 
     # generation ---------------------------------------------------------------------------
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        *,
-        max_tokens: int = 64,
-        json_schema: dict[str, Any] | None = None,
-        stop: Sequence[str] | None = None,
-    ) -> list[str]:
-        if max_tokens < 1:
-            raise ConfigError(f"max_tokens={max_tokens} must be >= 1")
-        outputs = []
-        with self._lock:
-            llm = self._load()
-            grammar = None
-            if json_schema is not None:
-                from llama_cpp import LlamaGrammar
+    def _generate(self, request: GenerationRequest) -> list[str]:
+        llm = self._load()
+        grammar = None
+        if request.json_schema is not None:
+            from llama_cpp import LlamaGrammar
 
-                grammar = LlamaGrammar.from_json_schema(json.dumps(json_schema))
-            for text in prompts:
-                tokens = self.tokenizer.encode(text)
-                self._check_length(tokens, max_tokens)
-                try:
-                    result = llm.create_completion(
-                        tokens,
-                        max_tokens=max_tokens,
-                        temperature=0.0,
-                        top_k=1,
-                        repeat_penalty=1.0,
-                        stop=list(stop) if stop else [],
-                        grammar=grammar,
-                    )
-                except (RuntimeError, ValueError) as exc:
-                    llm.reset()
-                    raise BackendError(f"llama.cpp failed to generate: {exc}") from exc
-                outputs.append(str(result["choices"][0]["text"]))
+            grammar = LlamaGrammar.from_json_schema(json.dumps(request.json_schema))
+        outputs = []
+        for text in request.prompts:
+            tokens = self.tokenizer.encode(text)
+            self._check_length(tokens, request.max_tokens)
+            try:
+                result = llm.create_completion(
+                    tokens,
+                    max_tokens=request.max_tokens,
+                    temperature=0.0,
+                    top_k=1,
+                    repeat_penalty=1.0,
+                    stop=request.stop,
+                    grammar=grammar,
+                )
+            except (RuntimeError, ValueError) as exc:
+                llm.reset()
+                raise BackendError(f"llama.cpp failed to generate: {exc}") from exc
+            outputs.append(str(result["choices"][0]["text"]))
         return outputs

@@ -18,12 +18,13 @@ from ragrec.errors import ConfigError
 from ragrec.generation._base import (
     BUNDLED_MODEL,
     BackendError,
+    BaseGenerator,
     GenerationInfo,
+    GenerationRequest,
     GeneratorConfig,
-    renormalise,
 )
 from ragrec.generation._transformers import HFTokenizer, bundled_model_path
-from ragrec.prompting import LABELS, RenderedPrompt
+from ragrec.prompting import RenderedPrompt
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def load_tokenizer(config: GeneratorConfig) -> HFTokenizer:
         ) from exc
 
 
-class OpenAIGenerator:
+class OpenAIGenerator(BaseGenerator):
     """Talks to an OpenAI-compatible server over HTTP.
 
     Ranking asks ``/completions`` for one token with its top log-probabilities, with a
@@ -178,14 +179,11 @@ class OpenAIGenerator:
 
     # ranking ------------------------------------------------------------------------------
 
-    def label_logprobs(self, prompts: Sequence[RenderedPrompt]) -> np.ndarray:
-        tok = self.tokenizer
-        width = max((len(p.labels) for p in prompts), default=0)
-        out = np.full((len(prompts), width), -np.inf)
-        if not prompts:
-            return out
-        label_ids = tok.label_ids(LABELS[:width])
-        token_text = {i: str(tok.hf.decode([i])) for i in label_ids}
+    def _label_scores(
+        self, prompts: Sequence[RenderedPrompt], label_ids: Sequence[int]
+    ) -> list[np.ndarray]:
+        ids = list(label_ids)
+        token_text = {i: self.tokenizer.decode([i]) for i in ids}
 
         def one(prompt: RenderedPrompt) -> np.ndarray:
             n = len(prompt.labels)
@@ -198,15 +196,13 @@ class OpenAIGenerator:
             }
             if self.config.vllm_server:
                 body["logprobs"] = n
-                body["logprob_token_ids"] = label_ids[:n]
+                body["logprob_token_ids"] = ids[:n]
             else:
-                body["logit_bias"] = {str(i): 100 for i in label_ids[:n]}
+                body["logit_bias"] = {str(i): 100 for i in ids[:n]}
             data = self._post("completions", body)
-            return renormalise(self._label_values(data, label_ids[:n], token_text))
+            return self._label_values(data, ids[:n], token_text)
 
-        for row, values in enumerate(self._map(one, list(prompts))):
-            out[row, : len(values)] = values
-        return out
+        return self._map(one, list(prompts))
 
     @staticmethod
     def _label_values(
@@ -231,35 +227,23 @@ class OpenAIGenerator:
 
     # generation ---------------------------------------------------------------------------
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        *,
-        max_tokens: int = 64,
-        json_schema: dict[str, Any] | None = None,
-        stop: Sequence[str] | None = None,
-    ) -> list[str]:
-        if max_tokens < 1:
-            raise ConfigError(f"max_tokens={max_tokens} must be >= 1")
-
+    def _generate(self, request: GenerationRequest) -> list[str]:
         def one(text: str) -> str:
             body: dict[str, Any] = {
                 "model": self.config.model,
                 "prompt": text,
-                "max_tokens": max_tokens,
+                "max_tokens": request.max_tokens,
                 "temperature": 0.0,
             }
-            if stop:
-                body["stop"] = list(stop)
-            if json_schema is not None:
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": "output", "schema": json_schema, "strict": True},
-                }
+            if request.stop:
+                body["stop"] = request.stop
+            if request.json_schema is not None:
+                schema = {"name": "output", "schema": request.json_schema, "strict": True}
+                body["response_format"] = {"type": "json_schema", "json_schema": schema}
             data = self._post("completions", body)
             try:
                 return str(data["choices"][0]["text"])
             except (KeyError, IndexError, TypeError) as exc:
                 raise BackendError("the server's completion has no choices[0].text") from exc
 
-        return self._map(one, list(prompts))
+        return self._map(one, request.prompts)

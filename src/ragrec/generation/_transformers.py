@@ -17,12 +17,14 @@ from ragrec.errors import ConfigError
 from ragrec.generation._base import (
     BUNDLED_MODEL,
     BackendError,
+    BaseGenerator,
+    BaseTokenizer,
     GenerationInfo,
+    GenerationRequest,
     GeneratorConfig,
-    renormalise,
     resolve_device,
 )
-from ragrec.prompting import LABELS, Message, RenderedPrompt
+from ragrec.prompting import Message, RenderedPrompt
 
 logger = logging.getLogger(__name__)
 
@@ -74,31 +76,7 @@ def resolve_adapter(path: str) -> str:
     )
 
 
-class SingleTokenLabels:
-    """``label_ids`` for any tokenizer with ``encode`` (shared by the backends)."""
-
-    def encode(self, text: str) -> list[int]:
-        raise NotImplementedError
-
-    def label_ids(self, labels: Sequence[str]) -> list[int]:
-        """The single token id of each label.
-
-        Raises:
-            ConfigError: A label is not one token for this tokenizer.
-        """
-        ids = []
-        for label in labels:
-            tokens = self.encode(label)
-            if len(tokens) != 1:
-                raise ConfigError(
-                    f"label {label!r} is {len(tokens)} tokens for this model's tokenizer; "
-                    "verbalizer ranking needs single-token labels"
-                )
-            ids.append(tokens[0])
-        return ids
-
-
-class HFTokenizer(SingleTokenLabels):
+class HFTokenizer(BaseTokenizer):
     """A Hugging Face tokenizer as the prompt builder needs it."""
 
     def __init__(self, tokenizer: Any) -> None:
@@ -108,20 +86,13 @@ class HFTokenizer(SingleTokenLabels):
         """Token ids of ``text`` (no special tokens added)."""
         return list(self.hf.encode(text, add_special_tokens=False))
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        ids = self.encode(text)
-        if len(ids) <= max_tokens:
-            return text
-        return str(self.hf.decode(ids[:max_tokens])).rstrip() + "..."
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.hf.decode(list(ids)))
 
     def chat_text(self, messages: Sequence[Message], *, generation_prompt: bool = True) -> str:
-        chat = [{"role": m.role, "content": m.content} for m in messages]
         if self.hf.chat_template is None:
-            body = "\n\n".join(m.content for m in messages)
-            return body + ("\nAnswer: " if generation_prompt else "\n\n")
+            return self.plain_chat(messages, generation_prompt)
+        chat = [{"role": m.role, "content": m.content} for m in messages]
         return str(
             self.hf.apply_chat_template(
                 chat, tokenize=False, add_generation_prompt=generation_prompt
@@ -129,7 +100,7 @@ class HFTokenizer(SingleTokenLabels):
         )
 
 
-class TransformersGenerator:
+class TransformersGenerator(BaseGenerator):
     """Runs a causal LM with transformers on CPU or CUDA.
 
     The model loads on first use. Prompts that share a prefix (system text and
@@ -247,28 +218,29 @@ class TransformersGenerator:
 
     # ranking ------------------------------------------------------------------------------
 
-    def label_logprobs(self, prompts: Sequence[RenderedPrompt]) -> np.ndarray:
+    def _prepare(self) -> None:
+        self._load()
+
+    def _label_scores(
+        self, prompts: Sequence[RenderedPrompt], label_ids: Sequence[int]
+    ) -> list[np.ndarray]:
         import torch
 
         model = self._load()
         tok = self.tokenizer
-        width = max((len(p.labels) for p in prompts), default=0)
-        out = np.full((len(prompts), width), -np.inf)
-        label_ids = tok.label_ids(LABELS[:width])
+        scores: list[np.ndarray] = []
         with torch.inference_mode():
             if self.config.prefix_cache or self.config.batch_size == 1:
-                for row, prompt in enumerate(prompts):
+                for prompt in prompts:
                     logits = self._last_logits_cached(model, tok, prompt)
-                    n = len(prompt.labels)
-                    out[row, :n] = renormalise(logits[label_ids[:n]])
+                    scores.append(logits[list(label_ids[: len(prompt.labels)])])
             else:
                 for lo in range(0, len(prompts), self.config.batch_size):
                     chunk = prompts[lo : lo + self.config.batch_size]
                     logits = self._last_logits_batch(model, tok, [p.text for p in chunk])
                     for j, prompt in enumerate(chunk):
-                        n = len(prompt.labels)
-                        out[lo + j, :n] = renormalise(logits[j, label_ids[:n]])
-        return out
+                        scores.append(logits[j, list(label_ids[: len(prompt.labels)])])
+        return scores
 
     def _last_logits_cached(
         self, model: Any, tok: HFTokenizer, prompt: RenderedPrompt
@@ -330,38 +302,31 @@ class TransformersGenerator:
 
     # generation ---------------------------------------------------------------------------
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        *,
-        max_tokens: int = 64,
-        json_schema: dict[str, Any] | None = None,
-        stop: Sequence[str] | None = None,
-    ) -> list[str]:
+    def _generate(self, request: GenerationRequest) -> list[str]:
         import torch
 
-        if max_tokens < 1:
-            raise ConfigError(f"max_tokens={max_tokens} must be >= 1")
         model = self._load()
         tok = self.tokenizer
         outputs = []
-        processor = self._json_processor(json_schema) if json_schema is not None else None
+        schema = request.json_schema
+        processor = self._json_processor(schema) if schema is not None else None
         with torch.inference_mode():
-            for text in prompts:
+            for text in request.prompts:
                 ids = torch.tensor([tok.encode(text)], device=model.device)
                 kwargs: dict[str, Any] = {
-                    "max_new_tokens": max_tokens,
+                    "max_new_tokens": request.max_tokens,
                     "do_sample": False,
                     "pad_token_id": tok.hf.eos_token_id,
                 }
                 if processor is not None:
                     kwargs["logits_processor"] = [processor()]
-                if stop:
-                    kwargs["stop_strings"] = list(stop)
+                if request.stop:  # generation ends at a stop string; it is cut off afterwards
+                    kwargs["stop_strings"] = request.stop
                     kwargs["tokenizer"] = tok.hf
                 result = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
-                text = str(tok.hf.decode(result[0, ids.shape[1] :], skip_special_tokens=True))
-                outputs.append(_cut(text, stop))
+                outputs.append(
+                    str(tok.hf.decode(result[0, ids.shape[1] :], skip_special_tokens=True))
+                )
         return outputs
 
     def _json_processor(self, schema: dict[str, Any]) -> Any:
@@ -382,12 +347,3 @@ class TransformersGenerator:
             self._grammar_compiler = xgrammar.GrammarCompiler(info)
         compiled = self._grammar_compiler.compile_json_schema(json.dumps(schema))
         return lambda: xgrammar.contrib.hf.LogitsProcessor(compiled)
-
-
-def _cut(text: str, stop: Sequence[str] | None) -> str:
-    """``text`` up to the first of ``stop`` in it."""
-    for s in stop or ():
-        at = text.find(s)
-        if at >= 0:
-            text = text[:at]
-    return text

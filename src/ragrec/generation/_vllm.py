@@ -14,13 +14,14 @@ from ragrec.errors import ConfigError
 from ragrec.generation._base import (
     BUNDLED_MODEL,
     BackendError,
+    BaseGenerator,
     GenerationInfo,
+    GenerationRequest,
     GeneratorConfig,
-    renormalise,
     resolve_device,
 )
 from ragrec.generation._transformers import HFTokenizer
-from ragrec.prompting import LABELS, RenderedPrompt
+from ragrec.prompting import RenderedPrompt
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def resolve_vllm_model(config: GeneratorConfig) -> str:
     return str(folder)
 
 
-class VLLMGenerator:
+class VLLMGenerator(BaseGenerator):
     """Runs a model with ``vllm.LLM`` (prefix caching on by default).
 
     Ranking asks for one greedy token with the log-probabilities of exactly the label
@@ -164,22 +165,23 @@ class VLLMGenerator:
         size = self.config.batch_size
         return [items[i : i + size] for i in range(0, len(items), size)]
 
-    def label_logprobs(self, prompts: Sequence[RenderedPrompt]) -> np.ndarray:
+    def _prepare(self) -> None:
+        self._load()
+
+    def _label_scores(
+        self, prompts: Sequence[RenderedPrompt], label_ids: Sequence[int]
+    ) -> list[np.ndarray]:
         vllm = self._vllm()
         llm = self._load()
-        width = max((len(p.labels) for p in prompts), default=0)
-        out = np.full((len(prompts), width), -np.inf)
-        if not prompts:
-            return out
-        label_ids = self.tokenizer.label_ids(LABELS[:width])
-        row = 0
+        ids = list(label_ids)
+        scores = []
         for chunk in self._chunks(list(prompts)):
             params = [
                 vllm.SamplingParams(
                     max_tokens=1,
                     temperature=0.0,
                     logprobs=len(p.labels),
-                    logprob_token_ids=label_ids[: len(p.labels)],
+                    logprob_token_ids=ids[: len(p.labels)],
                 )
                 for p in chunk
             ]
@@ -193,45 +195,34 @@ class VLLMGenerator:
             except (ValueError, RuntimeError) as exc:
                 raise BackendError(f"vLLM failed to score {len(chunk)} prompt(s): {exc}") from exc
             for prompt, result in zip(chunk, results, strict=True):
-                n = len(prompt.labels)
                 step = result.outputs[0].logprobs[0]
                 values = []
-                for token_id in label_ids[:n]:
+                for token_id in ids[: len(prompt.labels)]:
                     entry = step.get(token_id)
                     if entry is None:
                         raise BackendError(
                             f"vLLM returned no log-probability for label token {token_id}"
                         )
                     values.append(float(entry.logprob))
-                out[row, :n] = renormalise(np.array(values))
-                row += 1
-        return out
+                scores.append(np.array(values))
+        return scores
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        *,
-        max_tokens: int = 64,
-        json_schema: dict[str, Any] | None = None,
-        stop: Sequence[str] | None = None,
-    ) -> list[str]:
-        if max_tokens < 1:
-            raise ConfigError(f"max_tokens={max_tokens} must be >= 1")
+    def _generate(self, request: GenerationRequest) -> list[str]:
         vllm = self._vllm()
         llm = self._load()
-        kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": 0.0}
-        if stop:
-            kwargs["stop"] = list(stop)
-        if json_schema is not None:
+        kwargs: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": 0.0}
+        if request.stop:
+            kwargs["stop"] = request.stop
+        if request.json_schema is not None:
             from vllm.sampling_params import StructuredOutputsParams
 
             # no free whitespace: a small model otherwise spends its budget on newlines
             kwargs["structured_outputs"] = StructuredOutputsParams(
-                json=json_schema, disable_any_whitespace=True
+                json=request.json_schema, disable_any_whitespace=True
             )
         params = vllm.SamplingParams(**kwargs)
         outputs: list[str] = []
-        for chunk in self._chunks(list(prompts)):
+        for chunk in self._chunks(request.prompts):
             try:
                 results = llm.generate(
                     [self._prompt(t) for t in chunk],

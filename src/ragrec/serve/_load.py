@@ -122,37 +122,36 @@ def run_load(
     start = time.perf_counter()
     deadline = start + seconds
 
-    def note(route: str, status: int, elapsed: float, problem: str | None = None) -> None:
+    def send(http: httpx.Client, route: str, payload: dict[str, Any]) -> httpx.Response | None:
+        """POST ``payload`` to ``route`` and count the outcome; the response when it is a
+        200, else None."""
+        nonlocal transport
+        t0 = time.perf_counter()
+        try:
+            response = http.post(route, json=payload)
+        except httpx.HTTPError as exc:
+            with lock:
+                transport += 1
+                errors.append(f"{route}: {type(exc).__name__}: {exc}")
+            return None
+        elapsed = time.perf_counter() - t0
+        ok = response.status_code == 200
         with lock:
-            statuses[(route, status)] += 1
+            statuses[(route, response.status_code)] += 1
             latencies[route].append(elapsed)
-            if problem is not None and len(errors) < 10:
-                errors.append(problem)
+            if not ok and len(errors) < 10:
+                errors.append(f"{route} {response.status_code}: {response.text[:200]}")
+        return response if ok else None
 
     def client(index: int) -> None:
-        nonlocal transport
         rng = random.Random(seed * 1000 + index)
         sent = 0
         with httpx.Client(base_url=url, timeout=timeout, headers=headers) as http:
             while time.perf_counter() < deadline:
                 user = rng.choice(list(users))
                 body = {"user_id": user, "k": k, "explain": explain}
-                t0 = time.perf_counter()
-                try:
-                    response = http.post("/recommend", json=body)
-                except httpx.HTTPError as exc:
-                    with lock:
-                        transport += 1
-                        errors.append(f"/recommend: {type(exc).__name__}: {exc}")
-                    continue
-                ok = response.status_code == 200
-                note(
-                    "/recommend",
-                    response.status_code,
-                    time.perf_counter() - t0,
-                    None if ok else f"/recommend {response.status_code}: {response.text[:200]}",
-                )
-                if not ok or rng.random() >= feedback_share:
+                response = send(http, "/recommend", body)
+                if response is None or rng.random() >= feedback_share:
                     continue
                 served = response.json()
                 items = [i["item_id"] for i in served["items"]] or [None]
@@ -173,22 +172,8 @@ def run_load(
                 if not events:
                     continue
                 payload: dict[str, Any] = {"events": events} if size > 1 else events[0]
-                t0 = time.perf_counter()
-                try:
-                    answer = http.post("/feedback", json=payload)
-                except httpx.HTTPError as exc:
-                    with lock:
-                        transport += 1
-                        errors.append(f"/feedback: {type(exc).__name__}: {exc}")
-                    continue
-                ok = answer.status_code == 200
-                note(
-                    "/feedback",
-                    answer.status_code,
-                    time.perf_counter() - t0,
-                    None if ok else f"/feedback {answer.status_code}: {answer.text[:200]}",
-                )
-                if ok:
+                answer = send(http, "/feedback", payload)
+                if answer is not None:
                     data = answer.json()
                     done = data.get("events", [data])
                     with lock:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ragrec.data import Catalog
 from ragrec.errors import ConfigError
-from ragrec.generation._base import BUNDLED_MODEL, GeneratorConfig, resolve_device
+from ragrec.generation import BUNDLED_MODEL, GeneratorConfig, resolve_device
 from ragrec.prompting import LABELS, PromptBuilder, PromptTooLongError
 from ragrec.tuning._config import TuneConfig
 from ragrec.tuning._examples import TuneExample
@@ -121,15 +121,14 @@ class Tuner:
 
     def _source(self) -> tuple[str, str | None]:
         if self.base.model == BUNDLED_MODEL:
-            from ragrec.generation._transformers import bundled_model_path
+            from ragrec.generation import bundled_model_path
 
             return bundled_model_path()
         return self.base.model, self.base.gguf_file
 
     def _load(self, device: str, checkpoint: Path | None) -> tuple[Any, Any]:
         """The trainable model (peft-wrapped for lora) and the tokenizer."""
-        from ragrec.generation._export import load_trainable
-        from ragrec.generation._transformers import resolve_adapter
+        from ragrec.generation import load_trainable, resolve_adapter
 
         cfg = self.config
         folder, gguf = self._source()
@@ -239,7 +238,7 @@ class Tuner:
         torch.manual_seed(cfg.seed)
         model, hf_tok = self._load(device, checkpoint)
         model.train()
-        from ragrec.generation._transformers import HFTokenizer
+        from ragrec.generation import HFTokenizer
 
         tok = HFTokenizer(hf_tok)
         builder = PromptBuilder(tok, cfg.prompt)
