@@ -6,6 +6,7 @@ The stage packages are :mod:`ragrec.data`, :mod:`ragrec.retrieval`,
 """
 
 from ragrec._recommender import (
+    FeedbackOutcome,
     Recommendation,
     RecommendedItem,
     Recommender,
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigError",
     "DataValidationError",
     "DatasetUnavailableError",
+    "FeedbackOutcome",
     "Interactions",
     "RagrecConfig",
     "RagrecError",
