@@ -148,7 +148,7 @@ class TestExplanations:
         scored = ranker.ranker.score_batch(
             [
                 {
-                    "user_key": q.user_id,
+                    "user_key": q.user_id.item(),  # the pipeline keys by the plain id
                     "history": [
                         (llamarec_data.catalog.item_ids[p], str(llamarec_data.catalog.titles[p]))
                         for p in q.history
@@ -181,7 +181,7 @@ class TestExplanations:
         queries, deep = ranker._retrieve(batch, ranker.config.n_candidates)
         for row, extra in enumerate(ranker.user_extras(batch)):
             ids = deep[row].item_ids
-            order = ranker.ranker.builder.order(queries[row].user_id, len(ids), 0)
+            order = ranker.ranker.builder.order(queries[row].user_id.item(), len(ids), 0)
             shown = {ids[i]: LABELS[j] for j, i in enumerate(order)}  # as a prompt would
             top = llamarec_data.catalog.item_ids[np.argsort(-scores[row], kind="stable")[:3]]
             assert top.tolist() == ids[:3]  # retrieval order

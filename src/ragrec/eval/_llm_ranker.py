@@ -284,7 +284,7 @@ class LLMRanker(Ranker):
             self._labels = {item: prompt.label_of(item) for item in prompt.candidate_ids}
         else:  # the prompt could not be rendered: the labels it would have shown
             n = min(len(ranked.candidates), self.config.n_candidates)
-            order = self.ranker.builder.order(ranked.query.user_id, n, 0)
+            order = self.ranker.builder.order(_key(ranked.query.user_id), n, 0)
             items = ranked.candidates.item_ids
             self._labels = {items[i]: LABELS[j] for j, i in enumerate(order)}
         for r in results:
