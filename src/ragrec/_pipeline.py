@@ -226,8 +226,10 @@ class Pipeline:
         exemplars: ExemplarPool | None = None,
         pool_lock: threading.RLock | None = None,
     ) -> None:
-        self._generator = generator if not callable(generator) else None
-        self._make_generator = generator if callable(generator) else None
+        # a backend itself, or a function that builds one on first use
+        factory = not isinstance(generator, Generator) and callable(generator)
+        self._generator: Generator | None = None if factory else generator  # type: ignore[assignment]
+        self._make_generator: Callable[[], Generator] | None = generator if factory else None  # type: ignore[assignment]
         self.prompt_config = prompt
         self.rerank_config = rerank
         self.explain_config = explain
