@@ -1,9 +1,8 @@
 """The public facade: build, recommend, take feedback, forget, save and load.
 
-The facade owns the state (catalog, interactions, retriever, feedback store, profiles)
-and its lock. The request path (retrieve, re-rank, blend, order, explain) is
-:class:`ragrec._pipeline.Pipeline`, the store directory :mod:`ragrec._store`, feedback
-learning :class:`ragrec.feedback.FeedbackLearner`, tuning :func:`ragrec.tuning.tune_store`.
+It owns the state and its lock; the request path is :class:`ragrec._pipeline.Pipeline`,
+the store directory :mod:`ragrec._store`, feedback learning
+:class:`ragrec.feedback.FeedbackLearner`, tuning :func:`ragrec.tuning.tune_store`.
 """
 
 from __future__ import annotations
@@ -56,7 +55,14 @@ from ragrec.retrieval import (
     fit_fusion,
     holdout_last,
 )
-from ragrec.tuning import TuneConfig, TuneProgress, TuneResult
+from ragrec.tuning import (
+    TuneConfig,
+    TuneProgress,
+    TuneResult,
+    forget_tuning_user,
+    parse_tune_config,
+    tune_store,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -475,8 +481,6 @@ class Recommender:
             ConfigError: The recommender has no store folder, bad config, no training
                 users, ``resume`` without ``run_id``, or ``from_latest`` without a run.
         """
-        from ragrec.tuning import parse_tune_config, tune_store
-
         cfg = parse_tune_config(config)
         with self._lock:
             catalog, interactions, retriever = self.catalog, self.interactions, self.retriever
@@ -518,8 +522,6 @@ class Recommender:
         Raises:
             ConfigError: ``user_id`` is neither an integer nor text.
         """
-        from ragrec.tuning import forget_tuning_user
-
         key = check_user_id(user_id)
         with self._lock:
             counts = dict(self.store.forget_user(key))

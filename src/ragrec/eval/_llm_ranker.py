@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ragrec._pipeline import Pipeline, Ranked
+from ragrec._results import plain_value
 from ragrec._settings import Settings
 from ragrec.data import Catalog, Interactions
 from ragrec.errors import ConfigError
@@ -268,7 +269,7 @@ class LLMRanker(Ranker):
             if top:
                 results = [it.explanation for it in r.items if it.explanation is not None]
                 self._tally(results, r)
-                extras[_key(r.query.user_id)] = {
+                extras[plain_value(r.query.user_id)] = {
                     "explanations": [_as_json(e, self._labels) for e in results]
                 }
         self._extras = extras
@@ -284,7 +285,7 @@ class LLMRanker(Ranker):
             self._labels = {item: prompt.label_of(item) for item in prompt.candidate_ids}
         else:  # the prompt could not be rendered: the labels it would have shown
             n = min(len(ranked.candidates), self.config.n_candidates)
-            order = self.ranker.builder.order(_key(ranked.query.user_id), n, 0)
+            order = self.ranker.builder.order(plain_value(ranked.query.user_id), n, 0)
             items = ranked.candidates.item_ids
             self._labels = {items[i]: LABELS[j] for j, i in enumerate(order)}
         for r in results:
@@ -297,7 +298,7 @@ class LLMRanker(Ranker):
         """Per user of the batch just scored: ``{"explanations": [...]}`` when
         ``explain_top > 0`` (item, label, text, source, template, cited, rejected,
         seconds per item, best first), else nothing."""
-        return [self._extras.get(_key(u), {}) for u in batch.user_ids]
+        return [self._extras.get(plain_value(u), {}) for u in batch.user_ids]
 
     def report(self) -> dict[str, Any]:
         """Model, backend, blend weight, degraded count, exemplar pool size, and the
@@ -324,18 +325,14 @@ class LLMRanker(Ranker):
         }
 
 
-def _key(user_id: Any) -> Any:
-    return user_id.item() if isinstance(user_id, np.generic) else user_id
-
-
 def _as_json(result: ExplanationResult, labels: Mapping[Any, str]) -> dict[str, Any]:
     return {
-        "item": _key(result.item_id),
+        "item": plain_value(result.item_id),
         "label": labels.get(result.item_id),
         "text": result.text,
         "source": result.source,
         "template": result.template,
-        "cited": [_key(c) for c in result.cited],
+        "cited": [plain_value(c) for c in result.cited],
         "rejected": result.rejected,
         "seconds": round(result.seconds, 3),
     }
